@@ -1,0 +1,1133 @@
+/*
+ * handler.c - one connection: read requests, route them, write responses.
+ *
+ * A connection thread spends its life waiting: for the next request, for the
+ * rest of a body, for room in the send buffer, for a /sleep to end.  Every
+ * one of those waits is a poll() that also watches the shutdown pipes from
+ * struct conn_env, so shutdown never has to reach into a blocked syscall:
+ *
+ *   - drain_fd is watched only while the connection is idle (no byte of a
+ *     next request has arrived).  Idle connections close at once when
+ *     graceful shutdown begins; busy ones finish what they started.
+ *   - force_fd is watched by every wait.  When it fires, the connection is
+ *     cut wherever it is, any half-written upload is removed, and the
+ *     thread returns so the server can join it.
+ *
+ * Sockets stay in blocking mode, but every recv/send passes MSG_DONTWAIT and
+ * falls back to poll() on EAGAIN: the fast path is one syscall, and the slow
+ * path is a wait that shutdown can interrupt.
+ */
+#define _GNU_SOURCE /* MSG_NOSIGNAL, SOCK_* flags */
+
+#include "handler.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A fresh connection must deliver its first request head within this. */
+#define HEADER_TIMEOUT_MS 10000
+/* An idle keep-alive connection is closed after this long. */
+#define KEEPALIVE_TIMEOUT_MS 30000
+/* A request body, or a response the client will not read, may stall this
+ * long before the connection is given up. */
+#define BODY_TIMEOUT_MS 10000
+#define SEND_TIMEOUT_MS 10000
+/* Closing in stages: how long and how much unread input we discard. */
+#define LINGER_MS 1000
+#define LINGER_BYTES (1 << 20)
+/* Buffer for file bodies, both directions. */
+#define IO_CHUNK 65536
+#define FILE_NAME_MAX 128
+#define SLEEP_MS_MAX 60000
+
+struct conn {
+    int fd;
+    const struct conn_env *env;
+    char *buf;      /* request bytes received and not yet consumed */
+    size_t len;     /* how many of them */
+    bool cut;       /* force_fd fired: skip every courtesy, just close */
+};
+
+/* ------------------------------------------------------------------ */
+/* Waiting                                                            */
+/* ------------------------------------------------------------------ */
+
+enum wait_result { WAIT_READY, WAIT_DRAIN, WAIT_FORCE, WAIT_TIMEOUT, WAIT_ERROR };
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    /* CLOCK_MONOTONIC cannot fail with a valid clock id and pointer. */
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Wait until fd is ready for events, or force_fd fires, or (when watch_drain)
+ * drain_fd fires, or deadline (a now_ms() value; -1: none) passes.  The socket
+ * is checked before drain_fd: a request whose bytes have arrived is served
+ * even when shutdown began at the same moment.
+ */
+static enum wait_result wait_fd(struct conn *c, short events, bool watch_drain,
+                                long long deadline)
+{
+    struct pollfd fds[3] = {
+        { .fd = c->fd, .events = events },
+        { .fd = c->env->force_fd, .events = POLLIN },
+        { .fd = watch_drain ? c->env->drain_fd : -1, .events = POLLIN },
+    };
+
+    for (;;) {
+        int timeout = -1;
+        if (deadline >= 0) {
+            long long left = deadline - now_ms();
+            if (left <= 0)
+                return WAIT_TIMEOUT;
+            timeout = left > INT_MAX ? INT_MAX : (int)left;
+        }
+        int n = poll(fds, 3, timeout);
+        if (n < 0) {
+            /* Shutdown signals are blocked in this thread, but a debugger
+             * or a signal a reader adds can still interrupt us. */
+            if (errno == EINTR)
+                continue;
+            return WAIT_ERROR;
+        }
+        if (n == 0)
+            return WAIT_TIMEOUT;
+        if (fds[1].revents) {
+            c->cut = true;
+            return WAIT_FORCE;
+        }
+        /* POLLHUP/POLLERR count as ready: the recv or send that follows
+         * reports what happened. */
+        if (fds[0].revents)
+            return WAIT_READY;
+        if (fds[2].revents)
+            return WAIT_DRAIN;
+    }
+}
+
+/* True once server.c has closed the write end of the pipe behind fd. */
+static bool pipe_closed(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) > 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Send every byte of iov[0..iovcnt).  Returns 0, or -1 when the client is
+ * gone, stopped reading for SEND_TIMEOUT_MS, or shutdown forced the cut.
+ * MSG_NOSIGNAL turns a vanished client into EPIPE here instead of a SIGPIPE
+ * that would kill the whole process (server.c also ignores SIGPIPE, but
+ * this file stays safe when lifted into a program that does not).
+ */
+static int send_all(struct conn *c, struct iovec *iov, int iovcnt)
+{
+    long long deadline = now_ms() + SEND_TIMEOUT_MS;
+
+    while (iovcnt > 0) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+        ssize_t n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return -1;
+            if (wait_fd(c, POLLOUT, false, deadline) != WAIT_READY)
+                return -1;
+            continue;
+        }
+        size_t sent = (size_t)n;
+        while (iovcnt > 0 && sent >= iov->iov_len) {
+            sent -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + sent;
+            iov->iov_len -= sent;
+        }
+    }
+    return 0;
+}
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
+    default:  return "Unknown";
+    }
+}
+
+struct response {
+    int status;
+    const char *content_type;
+    const char *extra_headers;  /* complete "Name: value\r\n" lines, or NULL */
+    long long content_length;
+    const void *body;           /* content_length bytes, or NULL: caller
+                                   sends the body itself after the head */
+    bool head_only;             /* HEAD: headers as for GET, no body */
+    bool keep_alive;
+    bool http10_keep_alive;     /* an HTTP/1.0 client asked for keep-alive */
+};
+
+/* Format the response head into out; returns its length. */
+static size_t format_head(const struct response *r, char *out, size_t cap)
+{
+    char date[64];
+    struct tm tm;
+    time_t t = time(NULL);
+
+    /* RFC 9110 6.6.1: an origin server with a clock sends Date. */
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+        date[0] = '\0';
+
+    const char *connection = "";
+    if (!r->keep_alive)
+        connection = "Connection: close\r\n";
+    else if (r->http10_keep_alive)
+        connection = "Connection: keep-alive\r\n";
+
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Date: %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %lld\r\n"
+                     "%s%s\r\n",
+                     r->status, status_reason(r->status), date,
+                     r->content_type, r->content_length, connection,
+                     r->extra_headers ? r->extra_headers : "");
+    /* cap is sized for the longest head we build; truncation is a bug. */
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+/*
+ * Send the head and, if r->body is set, the body in one sendmsg(): a
+ * response split over two writes can wait 40 ms for a delayed ACK (Nagle).
+ */
+static int send_response(struct conn *c, const struct response *r)
+{
+    char head[1024];
+    size_t head_len = format_head(r, head, sizeof head);
+    if (head_len == 0)
+        return -1;
+
+    struct iovec iov[2] = {
+        { .iov_base = head, .iov_len = head_len },
+        { .iov_base = (void *)r->body,
+          .iov_len = r->body && !r->head_only ? (size_t)r->content_length : 0 },
+    };
+    return send_all(c, iov, iov[1].iov_len ? 2 : 1);
+}
+
+/* A short text response: "<status> <reason>\n" or the given text. */
+static int send_text(struct conn *c, int status, const char *text,
+                     const char *extra_headers, bool head_only, bool keep_alive,
+                     bool http10_keep_alive)
+{
+    char body[128];
+    if (text == NULL) {
+        (void)snprintf(body, sizeof body, "%d %s\n", status, status_reason(status));
+        text = body;
+    }
+    struct response r = {
+        .status = status,
+        .content_type = "text/plain; charset=utf-8",
+        .extra_headers = extra_headers,
+        .content_length = (long long)strlen(text),
+        .body = text,
+        .head_only = head_only,
+        .keep_alive = keep_alive,
+        .http10_keep_alive = http10_keep_alive,
+    };
+    return send_response(c, &r);
+}
+
+/* An error that ends the connection: the request's framing can't be trusted
+ * or its body was not read. */
+static void send_error_and_close(struct conn *c, int status, bool head_only)
+{
+    const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
+    (void)send_text(c, status, NULL, extra, head_only, false, false);
+}
+
+/* ------------------------------------------------------------------ */
+/* Closing                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Close the connection without destroying a response the client has not
+ * read yet.  close() on a socket with unread input makes the kernel send a
+ * RST instead of a FIN (RFC 9112 section 9.6, RFC 1122 4.2.2.13), and a
+ * client that receives the RST may drop the response still in its buffer.
+ * So when input is pending we close in stages: shut the write side (the
+ * client reads our response, then EOF), discard what it still sends for a
+ * short while, then close.  An idle connection has nothing unread and is
+ * closed at once.
+ */
+static void conn_close(struct conn *c)
+{
+    char scratch[4096];
+    bool unread = c->len > 0;
+
+    if (!unread && !c->cut)
+        unread = recv(c->fd, scratch, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+
+    if (unread && !c->cut && shutdown(c->fd, SHUT_WR) == 0) {
+        long long deadline = now_ms() + LINGER_MS;
+        size_t discarded = 0;
+        while (discarded < LINGER_BYTES) {
+            ssize_t n = recv(c->fd, scratch, sizeof scratch, MSG_DONTWAIT);
+            if (n > 0) {
+                discarded += (size_t)n;
+                continue;
+            }
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                break;
+            if (errno != EINTR && wait_fd(c, POLLIN, false, deadline) != WAIT_READY)
+                break;
+        }
+    }
+    /* close() of a socket cannot fail in a way we could act on: the
+     * descriptor is released either way (POSIX leaves EINTR unspecified;
+     * Linux always releases it). */
+    (void)close(c->fd);
+}
+
+void conn_reject_busy(int fd)
+{
+    /*
+     * Called from the accept loop, so nothing here may block.  A fresh
+     * socket's send buffer is empty, so the 503 fits in one non-blocking
+     * send.  Then we discard whatever part of the request has already
+     * arrived, so that close() sends a FIN rather than a RST; bytes that
+     * arrive later can still draw a RST, the price of not lingering in the
+     * accept loop.
+     */
+    char head[512];
+    static const char body[] = "503 Service Unavailable: too many connections\n";
+    struct response r = {
+        .status = 503,
+        .content_type = "text/plain; charset=utf-8",
+        .extra_headers = "Retry-After: 1\r\n",
+        .content_length = (long long)sizeof body - 1,
+        .body = body,
+    };
+    size_t head_len = format_head(&r, head, sizeof head);
+    struct iovec iov[2] = {
+        { .iov_base = head, .iov_len = head_len },
+        { .iov_base = (void *)body, .iov_len = sizeof body - 1 },
+    };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+    char scratch[4096];
+
+    /* Best effort: a client that vanished already needs no answer. */
+    (void)sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)shutdown(fd, SHUT_WR);
+    while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0)
+        ;
+    (void)close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parsing (no sockets: see http_parse_request in handler.h)          */
+/* ------------------------------------------------------------------ */
+
+static bool is_tchar(unsigned char ch)
+{
+    /* RFC 9110 5.6.2 token characters. */
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+        (ch >= '0' && ch <= '9'))
+        return true;
+    return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static bool is_vchar(unsigned char ch)
+{
+    return ch > 0x20 && ch < 0x7f;
+}
+
+static bool is_field_char(unsigned char ch)
+{
+    /* field-vchar, SP, HTAB, obs-text; no CTLs (NUL, CR, LF, DEL ...). */
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+static enum http_parse_result parse_error(int *status, int code)
+{
+    *status = code;
+    return HTTP_PARSE_ERROR;
+}
+
+static bool token_eq(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
+}
+
+static enum http_method method_from(const char *s, size_t n, bool *known)
+{
+    static const char *const others[] = {
+        "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    };
+
+    *known = true;
+    /* Methods are case-sensitive (RFC 9110 9.1). */
+    if (n == 3 && memcmp(s, "GET", 3) == 0)
+        return HTTP_GET;
+    if (n == 4 && memcmp(s, "HEAD", 4) == 0)
+        return HTTP_HEAD;
+    if (n == 3 && memcmp(s, "PUT", 3) == 0)
+        return HTTP_PUT;
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        if (strlen(others[i]) == n && memcmp(s, others[i], n) == 0)
+            return HTTP_OTHER_KNOWN;
+    *known = false;
+    return HTTP_OTHER_KNOWN;
+}
+
+/*
+ * Validate a request line, method SP target SP HTTP/D.D, of n bytes.  When
+ * !complete, s is only the start of the line: return PARTIAL if it could
+ * still become valid, so garbage is rejected at its first bad byte rather
+ * than after a timeout.
+ */
+static enum http_parse_result parse_request_line(const char *s, size_t n,
+                                                 bool complete,
+                                                 struct http_request *req,
+                                                 int *status)
+{
+    static const char version[] = "HTTP/D.D";
+    size_t i = 0;
+
+    while (i < n && is_tchar((unsigned char)s[i]))
+        i++;
+    size_t method_len = i;
+    if (i == n)
+        return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
+    if (s[i] != ' ' || method_len == 0)
+        return parse_error(status, 400);
+
+    size_t target_start = ++i;
+    while (i < n && is_vchar((unsigned char)s[i]))
+        i++;
+    size_t target_len = i - target_start;
+    if (i == n)
+        return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
+    if (s[i] != ' ' || target_len == 0)
+        return parse_error(status, 400);
+
+    size_t v = ++i;
+    for (size_t k = 0; v + k < n; k++) {
+        if (k >= sizeof version - 1)
+            return parse_error(status, 400);
+        char want = version[k];
+        char got = s[v + k];
+        if (want == 'D' ? (got < '0' || got > '9') : got != want)
+            return parse_error(status, 400);
+    }
+    if (n - v < sizeof version - 1)
+        return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
+
+    if (s[v + 5] != '1')
+        return parse_error(status, 505);
+    bool known;
+    req->method = method_from(s, method_len, &known);
+    if (!known)
+        return parse_error(status, 501);
+    req->target = s + target_start;
+    req->target_len = target_len;
+    /* HTTP/1.2 and later minor versions are compatible with 1.1. */
+    req->minor_version = s[v + 7] == '0' ? 0 : 1;
+    return HTTP_PARSE_DONE;
+}
+
+/* Content-Length: 1*DIGIT, no sign, no spaces, no overflow. */
+static bool parse_content_length(const char *s, size_t n, long long *out)
+{
+    long long v = 0;
+
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        int d = s[i] - '0';
+        if (v > (LLONG_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static void parse_connection_tokens(const char *s, size_t n,
+                                    struct http_request *req)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < n && s[i] != ',' && s[i] != ' ' && s[i] != '\t')
+            i++;
+        if (token_eq(s + start, i - start, "close"))
+            req->conn_close = 1;
+        else if (token_eq(s + start, i - start, "keep-alive"))
+            req->conn_keep_alive = 1;
+    }
+}
+
+/* One complete header line (without CRLF). */
+static enum http_parse_result parse_header(const char *s, size_t n,
+                                           struct http_request *req,
+                                           int *status)
+{
+    size_t i = 0;
+
+    /* A line starting with whitespace is obs-fold, rejected (RFC 9112 5.2). */
+    while (i < n && is_tchar((unsigned char)s[i]))
+        i++;
+    if (i == 0 || i == n || s[i] != ':')
+        return parse_error(status, 400);
+    const char *name = s;
+    size_t name_len = i++;
+
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    const char *value = s + i;
+    for (; i < n; i++)
+        if (!is_field_char((unsigned char)s[i]))
+            return parse_error(status, 400);
+    size_t value_len = (size_t)(s + n - value);
+    while (value_len > 0 && (value[value_len - 1] == ' ' || value[value_len - 1] == '\t'))
+        value_len--;
+
+    if (token_eq(name, name_len, "Content-Length")) {
+        long long cl;
+        if (!parse_content_length(value, value_len, &cl))
+            return parse_error(status, 400);
+        /* Two different lengths is the classic request-smuggling shape. */
+        if (req->content_length >= 0 && req->content_length != cl)
+            return parse_error(status, 400);
+        req->content_length = cl;
+    } else if (token_eq(name, name_len, "Host")) {
+        if (req->has_host)
+            return parse_error(status, 400);
+        req->has_host = 1;
+    } else if (token_eq(name, name_len, "Transfer-Encoding")) {
+        req->has_transfer_encoding = 1;
+    } else if (token_eq(name, name_len, "Connection")) {
+        parse_connection_tokens(value, value_len, req);
+    } else if (token_eq(name, name_len, "Expect")) {
+        if (!token_eq(value, value_len, "100-continue"))
+            return parse_error(status, 417);
+        req->expect_continue = 1;
+    }
+    return HTTP_PARSE_DONE;
+}
+
+enum http_parse_result http_parse_request(const char *buf, size_t len,
+                                          struct http_request *req,
+                                          int *status)
+{
+    size_t pos = 0;
+    int headers = 0;
+    bool have_request_line = false;
+
+    memset(req, 0, sizeof *req);
+    req->content_length = -1;
+
+    /* RFC 9112 2.2: ignore empty lines before the request line. */
+    while (pos + 2 <= len && buf[pos] == '\r' && buf[pos + 1] == '\n')
+        pos += 2;
+
+    for (;;) {
+        const char *line = buf + pos;
+        const char *lf = memchr(line, '\n', len - pos);
+
+        if (lf == NULL) {
+            size_t have = len - pos;
+            if (!have_request_line) {
+                if (have > HTTP_REQUEST_LINE_MAX)
+                    return parse_error(status, 414);
+                if (parse_request_line(line, have, false, req, status) == HTTP_PARSE_ERROR)
+                    return HTTP_PARSE_ERROR;
+            }
+            if (len >= HTTP_HEAD_MAX)
+                return parse_error(status, have_request_line ? 431 : 414);
+            return HTTP_PARSE_PARTIAL;
+        }
+        /* Lines end in CRLF; a bare LF is rejected rather than guessed at. */
+        if (lf == line || lf[-1] != '\r')
+            return parse_error(status, 400);
+        size_t n = (size_t)(lf - line) - 1;
+        pos += n + 2;
+        if (pos > HTTP_HEAD_MAX)
+            return parse_error(status, have_request_line ? 431 : 414);
+
+        if (!have_request_line) {
+            if (n > HTTP_REQUEST_LINE_MAX)
+                return parse_error(status, 414);
+            if (parse_request_line(line, n, true, req, status) != HTTP_PARSE_DONE)
+                return HTTP_PARSE_ERROR;
+            have_request_line = true;
+            continue;
+        }
+        if (n == 0)
+            break;
+        if (++headers > HTTP_HEADERS_MAX)
+            return parse_error(status, 431);
+        if (parse_header(line, n, req, status) != HTTP_PARSE_DONE)
+            return HTTP_PARSE_ERROR;
+    }
+
+    /* RFC 9112 3.2: a 1.1 request without Host gets 400. */
+    if (req->minor_version == 1 && !req->has_host)
+        return parse_error(status, 400);
+    req->head_len = pos;
+    return HTTP_PARSE_DONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading requests                                                   */
+/* ------------------------------------------------------------------ */
+
+enum head_result {
+    HEAD_OK,        /* *req is a complete request head */
+    HEAD_ERROR,     /* answer *status and close */
+    HEAD_TIMEOUT,   /* partial head stalled: answer 408 and close */
+    HEAD_END        /* close without an answer: EOF, idle at shutdown,
+                       idle timeout, reset, or cut */
+};
+
+/*
+ * Read until c->buf holds a complete request head.  The connection counts
+ * as idle, and so closes when graceful shutdown begins, only while not one
+ * byte of the next request has arrived.
+ */
+static enum head_result read_head(struct conn *c, bool first,
+                                  struct http_request *req, int *status)
+{
+    long long deadline = -1;
+    bool parse = c->len > 0;    /* pipelined bytes from the last request */
+
+    if (first)
+        deadline = now_ms() + HEADER_TIMEOUT_MS;
+    for (;;) {
+        if (parse) {
+            enum http_parse_result r = http_parse_request(c->buf, c->len, req, status);
+            if (r == HTTP_PARSE_DONE)
+                return HEAD_OK;
+            if (r == HTTP_PARSE_ERROR)
+                return HEAD_ERROR;
+        }
+        bool idle = c->len == 0;
+        if (!idle && deadline < 0)
+            deadline = now_ms() + HEADER_TIMEOUT_MS;
+
+        ssize_t n = recv(c->fd, c->buf + c->len, HTTP_HEAD_MAX - c->len, MSG_DONTWAIT);
+        if (n > 0) {
+            /* Re-parse only when a line may have completed, or while the
+             * request line is incomplete (to reject garbage early): a
+             * client trickling one byte at a time must not cost a full
+             * parse per byte. */
+            parse = memchr(c->buf + c->len, '\n', (size_t)n) != NULL ||
+                    memchr(c->buf, '\n', c->len) == NULL ||
+                    c->len + (size_t)n == HTTP_HEAD_MAX;
+            c->len += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return HEAD_END;    /* client closed (mid-head: nothing to say) */
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return HEAD_END;
+
+        parse = false;
+        long long wait_until = idle && !first ? now_ms() + KEEPALIVE_TIMEOUT_MS : deadline;
+        switch (wait_fd(c, POLLIN, idle, wait_until)) {
+        case WAIT_READY:
+            continue;
+        case WAIT_TIMEOUT:
+            return idle ? HEAD_END : HEAD_TIMEOUT;
+        default:
+            return HEAD_END;
+        }
+    }
+}
+
+/* Remove the first n bytes of c->buf, keeping what follows (pipelining). */
+static void consume(struct conn *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Routes                                                             */
+/* ------------------------------------------------------------------ */
+
+/* What the connection does after a request. */
+enum next { NEXT_KEEP, NEXT_CLOSE };
+
+struct exchange {
+    struct conn *c;
+    const struct http_request *req;
+    bool head_only;
+    bool keep_alive;        /* the client allows it and shutdown has not begun */
+    bool http10_keep_alive;
+};
+
+/*
+ * Decided when the response is written, not when the request arrived: a
+ * /sleep or an upload that began before Ctrl+C answers during the drain, and
+ * its Connection: close tells the client not to send a request we would not
+ * serve.
+ */
+static void stop_keep_alive_if_draining(struct exchange *x)
+{
+    if (x->keep_alive && pipe_closed(x->c->env->drain_fd))
+        x->keep_alive = false;
+}
+
+static int reply_text(struct exchange *x, int status, const char *text,
+                      const char *extra)
+{
+    stop_keep_alive_if_draining(x);
+    return send_text(x->c, status, text, extra, x->head_only, x->keep_alive,
+                     x->http10_keep_alive);
+}
+
+static enum next reply_error(struct exchange *x, int status, const char *extra)
+{
+    /* 404 and 405 to a request without a body leave the framing intact, so
+     * the connection can stay; after any other error, or with a body left
+     * unread, we cannot be sure where the next request starts. */
+    if ((status != 404 && status != 405) || x->req->content_length > 0)
+        x->keep_alive = false;
+    if (reply_text(x, status, NULL, extra) != 0)
+        return NEXT_CLOSE;
+    return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+}
+
+static enum next reply_ok(struct exchange *x, int status, const char *text)
+{
+    if (reply_text(x, status, text, NULL) != 0)
+        return NEXT_CLOSE;
+    return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+}
+
+static enum next route_root(struct exchange *x)
+{
+    return reply_ok(x, 200,
+                    "graceful: a thread-per-connection server. Try /sleep?ms=2000 "
+                    "and press Ctrl+C.\n");
+}
+
+/* /sleep?ms=N: simulated slow work that graceful shutdown waits for. */
+static enum next route_sleep(struct exchange *x, const char *query, size_t qlen)
+{
+    long ms = 0;
+
+    if (qlen < 4 || memcmp(query, "ms=", 3) != 0 || qlen - 3 > 5)
+        return reply_error(x, 400, NULL);
+    for (size_t i = 3; i < qlen; i++) {
+        if (query[i] < '0' || query[i] > '9')
+            return reply_error(x, 400, NULL);
+        ms = ms * 10 + (query[i] - '0');
+    }
+    if (ms > SLEEP_MS_MAX)
+        return reply_error(x, 400, NULL);
+
+    /* Sleep on force_fd, not drain_fd: graceful shutdown lets this work
+     * finish; only the deadline or a second signal cuts it short. */
+    struct conn *c = x->c;
+    long long deadline = now_ms() + ms;
+    struct pollfd p = { .fd = c->env->force_fd, .events = POLLIN };
+    for (;;) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        int n = poll(&p, 1, (int)left);
+        if (n > 0) {
+            c->cut = true;
+            return NEXT_CLOSE;
+        }
+        if (n < 0 && errno != EINTR)
+            return NEXT_CLOSE;
+    }
+    char text[64];
+    (void)snprintf(text, sizeof text, "slept %ld ms\n", ms);
+    return reply_ok(x, 200, text);
+}
+
+/* NAME: 1..FILE_NAME_MAX of [A-Za-z0-9._-], no leading dot.  This alone
+ * keeps every name inside the data directory: no '/', no "..", and no
+ * percent-decoding, so "%2e%2e" is just an invalid name. */
+static bool valid_file_name(const char *s, size_t n)
+{
+    if (n == 0 || n > FILE_NAME_MAX || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int status_for_write_error(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? 507 : 500;
+}
+
+static enum next get_file(struct exchange *x, const char *name)
+{
+    struct conn *c = x->c;
+    int fd = openat(c->env->data_dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return reply_error(x, errno == ENOENT || errno == ELOOP ? 404 : 500, NULL);
+
+    enum next next = NEXT_CLOSE;
+    struct stat st;
+    char *chunk = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        next = reply_error(x, 404, NULL);
+        goto out_close;
+    }
+    chunk = malloc(IO_CHUNK);
+    if (chunk == NULL) {
+        next = reply_error(x, 500, NULL);
+        goto out_close;
+    }
+
+    /*
+     * The open descriptor pins this version of the file: an upload that
+     * renames a new version over NAME meanwhile does not change the bytes
+     * we send, so Content-Length stays true.
+     */
+    stop_keep_alive_if_draining(x);
+    struct response r = {
+        .status = 200,
+        .content_type = "application/octet-stream",
+        .content_length = (long long)st.st_size,
+        .head_only = x->head_only,
+        .keep_alive = x->keep_alive,
+        .http10_keep_alive = x->http10_keep_alive,
+    };
+    if (send_response(c, &r) != 0 || x->head_only) {
+        next = x->head_only && x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+        goto out_free;
+    }
+    off_t sent = 0;
+    while (sent < st.st_size) {
+        ssize_t n = pread(fd, chunk, IO_CHUNK, sent);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            goto out_free;  /* cannot keep Content-Length's promise: cut */
+        struct iovec iov = { .iov_base = chunk, .iov_len = (size_t)n };
+        if (send_all(c, &iov, 1) != 0)
+            goto out_free;
+        sent += n;
+    }
+    next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+out_free:
+    free(chunk);
+out_close:
+    (void)close(fd);    /* read-only: nothing to lose */
+    return next;
+}
+
+/* Write all of buf to a file; returns 0 or an errno value. */
+static int write_file_all(int fd, const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+enum body_result { BODY_OK, BODY_GONE, BODY_TIMEOUT, BODY_WRITE_ERROR };
+
+/*
+ * Copy the request body (content_length bytes; the first of them may already
+ * be in c->buf) into fd.  Reads never go past the body, so a pipelined next
+ * request stays in c->buf or in the socket.  Watches force_fd but not
+ * drain_fd: an upload in flight at Ctrl+C is finished, not dropped.
+ */
+static enum body_result copy_body(struct conn *c, long long length, int fd,
+                                  int *write_errno)
+{
+    size_t buffered = c->len < (unsigned long long)length ? c->len : (size_t)length;
+    if ((*write_errno = write_file_all(fd, c->buf, buffered)) != 0)
+        return BODY_WRITE_ERROR;
+    consume(c, buffered);
+    long long left = length - (long long)buffered;
+    if (left == 0)
+        return BODY_OK;
+
+    char *chunk = malloc(IO_CHUNK);
+    if (chunk == NULL) {
+        *write_errno = ENOMEM;
+        return BODY_WRITE_ERROR;
+    }
+    enum body_result result = BODY_OK;
+    while (left > 0) {
+        size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
+        ssize_t n = recv(c->fd, chunk, want, MSG_DONTWAIT);
+        if (n > 0) {
+            if ((*write_errno = write_file_all(fd, chunk, (size_t)n)) != 0) {
+                result = BODY_WRITE_ERROR;
+                break;
+            }
+            left -= n;
+            continue;
+        }
+        if (n == 0) {
+            result = BODY_GONE;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            result = BODY_GONE;
+            break;
+        }
+        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + BODY_TIMEOUT_MS);
+        if (w == WAIT_TIMEOUT) {
+            result = BODY_TIMEOUT;
+            break;
+        }
+        if (w != WAIT_READY) {
+            result = BODY_GONE;
+            break;
+        }
+    }
+    free(chunk);
+    return result;
+}
+
+/*
+ * PUT /files/NAME: write to a temporary file, fsync it, rename it over NAME,
+ * fsync the directory.  rename() is atomic, so readers see the old file or
+ * the new one, never a mix; the two fsyncs make the new one survive a crash.
+ * Every path that does not reach the rename unlinks the temporary file.
+ */
+static enum next put_file(struct exchange *x, const char *name)
+{
+    struct conn *c = x->c;
+    const struct http_request *req = x->req;
+    int dir = c->env->data_dir_fd;
+
+    if (req->content_length < 0)
+        return reply_error(x, 411, NULL);
+    if (req->content_length > c->env->max_body)
+        return reply_error(x, 413, NULL);   /* before reading any of it */
+
+    /* Names starting with '.' are never valid upload names, so temporary
+     * files cannot collide with real ones.  pid + socket fd is unique among
+     * live uploads on this machine; an existing file with that name can
+     * only be left over from a killed process that had our pid. */
+    char tmp[64];
+    (void)snprintf(tmp, sizeof tmp, ".upload-%ld-%d", (long)getpid(), c->fd);
+    int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST && unlinkat(dir, tmp, 0) == 0)
+        fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return reply_error(x, status_for_write_error(errno), NULL);
+
+    if (req->expect_continue && req->minor_version == 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
+        if (send_all(c, &iov, 1) != 0) {
+            (void)close(fd);
+            (void)unlinkat(dir, tmp, 0);
+            return NEXT_CLOSE;
+        }
+    }
+
+    int err = 0;
+    enum body_result body = copy_body(c, req->content_length, fd, &err);
+    if (body == BODY_OK && fsync(fd) != 0) {
+        body = BODY_WRITE_ERROR;
+        err = errno;
+    }
+    /* close() can report a deferred write error (NFS, quotas). */
+    if (close(fd) != 0 && body == BODY_OK) {
+        body = BODY_WRITE_ERROR;
+        err = errno;
+    }
+    struct stat st;
+    bool existed = body == BODY_OK && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (body == BODY_OK && renameat(dir, tmp, dir, name) != 0) {
+        body = BODY_WRITE_ERROR;
+        err = errno;
+    }
+    if (body != BODY_OK) {
+        /* Nothing to do if even the unlink fails: the name is recognisable
+         * as a leftover and the old NAME is untouched either way. */
+        (void)unlinkat(dir, tmp, 0);
+        if (body == BODY_TIMEOUT)
+            return reply_error(x, 408, NULL);
+        if (body == BODY_WRITE_ERROR)
+            return reply_error(x, status_for_write_error(err), NULL);
+        return NEXT_CLOSE;  /* client gone or cut: nobody to answer */
+    }
+    /* Make the rename itself durable. */
+    if (fsync(dir) != 0)
+        return reply_error(x, 500, NULL);
+    return reply_ok(x, existed ? 200 : 201, existed ? "replaced\n" : "created\n");
+}
+
+static enum next route_files(struct exchange *x, const char *name_in, size_t n)
+{
+    if (!valid_file_name(name_in, n))
+        return reply_error(x, 400, NULL);
+    char name[FILE_NAME_MAX + 1];
+    memcpy(name, name_in, n);
+    name[n] = '\0';
+    return x->req->method == HTTP_PUT ? put_file(x, name) : get_file(x, name);
+}
+
+static enum next route(struct exchange *x)
+{
+    const struct http_request *req = x->req;
+    const char *t = req->target;
+    size_t n = req->target_len;
+
+    /* absolute-form (RFC 9112 3.2.2): use only the path after the authority. */
+    if (n > 7 && strncasecmp(t, "http://", 7) == 0) {
+        const char *slash = memchr(t + 7, '/', n - 7);
+        if (slash == NULL)
+            return reply_error(x, 400, NULL);
+        n -= (size_t)(slash - t);
+        t = slash;
+    }
+    if (t[0] != '/')
+        return reply_error(x, 400, NULL);
+
+    const char *q = memchr(t, '?', n);
+    size_t path_len = q ? (size_t)(q - t) : n;
+    const char *query = q ? q + 1 : "";
+    size_t qlen = q ? n - path_len - 1 : 0;
+    bool get_or_head = req->method == HTTP_GET || req->method == HTTP_HEAD;
+
+    if (path_len == 1) {
+        if (!get_or_head)
+            return reply_error(x, 405, "Allow: GET, HEAD\r\n");
+        return route_root(x);
+    }
+    if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
+        if (!get_or_head)
+            return reply_error(x, 405, "Allow: GET, HEAD\r\n");
+        return route_sleep(x, query, qlen);
+    }
+    if (path_len > 7 && memcmp(t, "/files/", 7) == 0) {
+        if (!get_or_head && req->method != HTTP_PUT)
+            return reply_error(x, 405, "Allow: GET, HEAD, PUT\r\n");
+        return route_files(x, t + 7, path_len - 7);
+    }
+    return reply_error(x, 404, NULL);
+}
+
+/* Serve one parsed request; its head is still at the start of c->buf. */
+static enum next serve_request(struct conn *c, const struct http_request *req)
+{
+    struct exchange x = {
+        .c = c,
+        .req = req,
+        .head_only = req->method == HTTP_HEAD,
+        .keep_alive = req->minor_version == 1 ? !req->conn_close
+                                              : req->conn_keep_alive && !req->conn_close,
+    };
+    x.http10_keep_alive = req->minor_version == 0 && x.keep_alive;
+
+    if (req->has_transfer_encoding)
+        return reply_error(&x, 501, NULL);
+    /* Only PUT reads a body; any other request with one closes afterwards
+     * instead of guessing where the next request starts. */
+    if (req->method != HTTP_PUT && req->content_length > 0)
+        x.keep_alive = false;
+
+    /* The target points into c->buf, which copy_body() reuses: copy the
+     * head's facts we need before consuming it. */
+    char target[HTTP_REQUEST_LINE_MAX];
+    memcpy(target, req->target, req->target_len);
+    struct http_request r = *req;
+    r.target = target;
+    x.req = &r;
+    consume(c, req->head_len);
+    return route(&x);
+}
+
+void conn_serve(int fd, const struct conn_env *env)
+{
+    struct conn c = { .fd = fd, .env = env, .buf = malloc(HTTP_HEAD_MAX) };
+
+    if (c.buf == NULL) {
+        send_error_and_close(&c, 503, false);
+        conn_close(&c);
+        return;
+    }
+    for (bool first = true;; first = false) {
+        struct http_request req;
+        int status = 0;
+        enum head_result r = read_head(&c, first, &req, &status);
+        if (r == HEAD_END)
+            break;
+        if (r == HEAD_TIMEOUT || r == HEAD_ERROR) {
+            send_error_and_close(&c, r == HEAD_TIMEOUT ? 408 : status, false);
+            break;
+        }
+        if (serve_request(&c, &req) != NEXT_KEEP)
+            break;
+    }
+    conn_close(&c);
+    free(c.buf);
+}

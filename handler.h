@@ -1,0 +1,90 @@
+/*
+ * handler.h - the narrow interface between the process (server.c) and one
+ * connection (handler.c).
+ *
+ * server.c accepts a socket, starts a thread and calls conn_serve(); it never
+ * looks inside HTTP.  handler.c never looks at signals, the listener or the
+ * other threads: everything it must know about the process's shutdown arrives
+ * as two file descriptors it can poll(), described below.
+ */
+#ifndef GRACEFUL_HANDLER_H
+#define GRACEFUL_HANDLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What every connection shares; owned by server.c, read-only to handlers. */
+struct conn_env {
+    int data_dir_fd;        /* open directory: uploads live here */
+    /*
+     * The two shutdown phases, as the read ends of pipes whose write ends
+     * server.c closes.  Closing a write end is a broadcast: from then on
+     * every poll() on the read end reports it readable (EOF), in every
+     * thread, forever - like closing a channel in Go.
+     */
+    int drain_fd;           /* readable once graceful shutdown has begun */
+    int force_fd;           /* readable once remaining work must be cut */
+    long long max_body;     /* largest accepted request body, in bytes */
+};
+
+/*
+ * Serve HTTP/1.1 requests on the connected socket fd until the client
+ * closes, an error ends the connection, or shutdown makes it idle or cuts
+ * it.  Closes fd before returning, in stages where unread input could turn
+ * the close into a reset (see conn_close()).
+ */
+void conn_serve(int fd, const struct conn_env *env);
+
+/*
+ * Answer a connection that will get no thread (server at --max-conns, or
+ * pthread_create failed) with 503 and Connection: close, then close fd.
+ * Never blocks: it is called from the accept loop.
+ */
+void conn_reject_busy(int fd);
+
+/*
+ * The request parser: bytes in, a parsed request head or an error out, no
+ * sockets involved (so it can be fuzzed and unit-tested on its own).
+ */
+enum http_method {
+    HTTP_GET, HTTP_HEAD, HTTP_PUT, HTTP_OTHER_KNOWN /* POST, DELETE, ... */
+};
+
+struct http_request {
+    enum http_method method;
+    const char *target;     /* points into the caller's buffer */
+    size_t target_len;
+    int minor_version;      /* HTTP/1.<minor_version>: 0 or 1 */
+    long long content_length; /* -1 when the header is absent */
+    int has_host;
+    int has_transfer_encoding;
+    int conn_close;         /* Connection: close */
+    int conn_keep_alive;    /* Connection: keep-alive */
+    int expect_continue;    /* Expect: 100-continue */
+    size_t head_len;        /* bytes of the head, including the blank line */
+};
+
+enum http_parse_result {
+    HTTP_PARSE_DONE,        /* *req holds a complete head */
+    HTTP_PARSE_PARTIAL,     /* no error yet; more bytes are needed */
+    HTTP_PARSE_ERROR        /* *status holds the HTTP status to answer */
+};
+
+/* Largest request head accepted (request line plus headers). */
+#define HTTP_HEAD_MAX 16384
+/* Largest request line; a longer one is answered with 414. */
+#define HTTP_REQUEST_LINE_MAX 8192
+/* Most header fields accepted; more is answered with 431. */
+#define HTTP_HEADERS_MAX 100
+
+/*
+ * Parse the request head at the start of buf[0..len).  Returns
+ * HTTP_PARSE_DONE and fills *req, HTTP_PARSE_PARTIAL when buf holds only a
+ * prefix of a valid head, or HTTP_PARSE_ERROR and sets *status (400, 414,
+ * 431, 501, 505).  Never reads past buf + len.
+ */
+enum http_parse_result http_parse_request(const char *buf, size_t len,
+                                          struct http_request *req,
+                                          int *status);
+
+#endif /* GRACEFUL_HANDLER_H */

@@ -1,0 +1,774 @@
+/*
+ * server.c - a thread-per-connection HTTP server whose Ctrl+C is graceful.
+ *
+ * This file owns the process: options, the listening socket, signals, the
+ * accept loop, the record of connection threads, the drain and the exit.
+ * handler.c owns what happens on one connection.
+ *
+ * The shutdown sequence, in the order main() runs it:
+ *
+ *   1. Start-up blocks SIGINT and SIGTERM before any thread exists, so every
+ *      connection thread inherits the blocked mask and the kernel can only
+ *      deliver them to the main thread.
+ *   2. The accept loop waits in ppoll(), the one place the signals are
+ *      unblocked.  A signal that arrives between our check of the flag and
+ *      the wait stays pending and interrupts ppoll() the moment it starts:
+ *      no lost wake-up, no need for another connection to arrive.
+ *   3. The handler stores to an atomic and returns; ppoll() fails with EINTR
+ *      and the loop ends.
+ *   4. Stop accepting: close the listener, so new clients are refused at
+ *      once instead of waiting in a backlog nobody will read.
+ *   5. Drain: close the drain pipe.  Idle connections see it and close;
+ *      busy ones finish their request and answer with Connection: close.
+ *   6. Wait: join connection threads as each one finishes, until none are
+ *      left, the grace period ends, or a second signal arrives.
+ *   7. Force, if needed: close the force pipe; every wait in every handler
+ *      wakes, cuts its connection and returns.  Join the rest.
+ *   8. Exit 0 if every connection finished on its own, 1 if any was cut.
+ */
+#define _GNU_SOURCE /* ppoll, accept4, pipe2 (Linux and the BSDs; POSIX.1-2024) */
+
+#include "handler.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SERVER_VERSION "0.1.0"
+
+/*
+ * Each connection thread's stack.  The default (8 MiB of address space)
+ * would cap us at a few thousand threads on a 32-bit system and wastes
+ * address space everywhere; handlers keep big buffers on the heap, so a
+ * small stack is plenty.  Sanitizers need more, hence the override.
+ */
+#ifndef CONN_STACK_SIZE
+#define CONN_STACK_SIZE (256 * 1024)
+#endif
+
+/* How long to stop accepting after EMFILE/ENFILE, unless a thread ends
+ * (and frees a descriptor) sooner. */
+#define ACCEPT_PAUSE_MS 100
+
+/* ------------------------------------------------------------------ */
+/* Signals: the only global state, because a handler can reach no other. */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A handler may only touch lock-free atomics (C11 7.14.1.1); anything else,
+ * including a mutex or stdio, can deadlock or corrupt state if the signal
+ * interrupts the main thread in the middle of using it.
+ */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flags must be lock-free");
+static atomic_uint signals_received;    /* SIGINT/SIGTERM count so far */
+static atomic_int last_signal;          /* which one came last */
+
+static void on_shutdown_signal(int sig)
+{
+    atomic_store(&last_signal, sig);
+    atomic_fetch_add(&signals_received, 1);
+}
+
+/*
+ * Block SIGINT and SIGTERM in this thread (and so in every thread it will
+ * create), install the handler, and return in *wait_mask the mask to use
+ * while waiting: the old mask, with the two signals unblocked.
+ */
+static int install_signal_handlers(sigset_t *wait_mask)
+{
+    sigset_t shutdown_signals;
+    struct sigaction sa;
+    int rc;
+
+    sigemptyset(&shutdown_signals);
+    sigaddset(&shutdown_signals, SIGINT);
+    sigaddset(&shutdown_signals, SIGTERM);
+    /* pthread_sigmask returns the error number; it does not set errno. */
+    rc = pthread_sigmask(SIG_BLOCK, &shutdown_signals, wait_mask);
+    if (rc != 0) {
+        fprintf(stderr, "server: pthread_sigmask: %s\n", strerror(rc));
+        return -1;
+    }
+    sigdelset(wait_mask, SIGINT);
+    sigdelset(wait_mask, SIGTERM);
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_shutdown_signal;
+    /* Block both signals while the handler runs so one handler never
+     * interrupts the other.  No SA_RESTART: the point of the signal is to
+     * interrupt the wait, and ppoll() is never restarted anyway. */
+    sa.sa_mask = shutdown_signals;
+    sa.sa_flags = 0;
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
+        perror("server: sigaction");
+        return -1;
+    }
+
+    /* A client that disconnects while we write would raise SIGPIPE, whose
+     * default action kills the whole process.  Ignored, the write fails
+     * with EPIPE instead and only that connection ends. */
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGPIPE, &sa, NULL) != 0) {
+        perror("server: sigaction(SIGPIPE)");
+        return -1;
+    }
+    return 0;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+}
+
+/* ------------------------------------------------------------------ */
+/* Options                                                            */
+/* ------------------------------------------------------------------ */
+
+struct options {
+    const char *host;
+    const char *port;       /* decimal, validated */
+    double grace_s;         /* graceful drain before connections are cut */
+    size_t max_conns;       /* connection threads alive at once */
+    const char *data_dir;
+    long long max_body;     /* bytes */
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: server [--host ADDR] [--port N] [--grace SECONDS]\n"
+            "              [--max-conns N] [--data-dir DIR] [--max-body BYTES]\n"
+            "\n"
+            "  --host ADDR       numeric address to listen on (default 127.0.0.1)\n"
+            "  --port N          TCP port, 0 for any free one (default 7878)\n"
+            "  --grace SECONDS   on SIGINT/SIGTERM, how long in-flight requests may\n"
+            "                    run before they are cut (default 30)\n"
+            "  --max-conns N     connections served at once; more get 503 (default 1024)\n"
+            "  --data-dir DIR    where PUT /files/NAME stores files (default ./data)\n"
+            "  --max-body BYTES  largest accepted upload (default 104857600)\n"
+            "  --help, --version\n");
+}
+
+/* Parse a whole decimal integer in [min, max]; -1 if s is anything else. */
+static int parse_integer(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Fills *o; returns -1 (after saying why) when the command line is bad. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        { "host", required_argument, NULL, 'h' },
+        { "port", required_argument, NULL, 'p' },
+        { "grace", required_argument, NULL, 'g' },
+        { "max-conns", required_argument, NULL, 'm' },
+        { "data-dir", required_argument, NULL, 'd' },
+        { "max-body", required_argument, NULL, 'b' },
+        { "help", no_argument, NULL, 'H' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    long long v;
+    char *end;
+    int ch;
+
+    *o = (struct options){
+        .host = "127.0.0.1",
+        .port = "7878",
+        .grace_s = 30,
+        /* 1024 threads is a comfortable load for one machine; beyond a few
+         * thousand, thread-per-connection is the wrong design anyway. */
+        .max_conns = 1024,
+        .data_dir = "./data",
+        .max_body = 100LL * 1024 * 1024,
+    };
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'h':
+            o->host = optarg;
+            break;
+        case 'p':
+            if (parse_integer(optarg, 0, 65535, &v) != 0) {
+                fprintf(stderr, "server: --port: not a port number: %s\n", optarg);
+                return -1;
+            }
+            o->port = optarg;
+            break;
+        case 'g':
+            errno = 0;
+            o->grace_s = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' ||
+                !(o->grace_s >= 0 && o->grace_s <= 86400)) {
+                fprintf(stderr, "server: --grace: want seconds from 0 to 86400: %s\n", optarg);
+                return -1;
+            }
+            break;
+        case 'm':
+            if (parse_integer(optarg, 1, 1000000, &v) != 0) {
+                fprintf(stderr, "server: --max-conns: want 1 to 1000000: %s\n", optarg);
+                return -1;
+            }
+            o->max_conns = (size_t)v;
+            break;
+        case 'd':
+            o->data_dir = optarg;
+            break;
+        case 'b':
+            if (parse_integer(optarg, 0, LLONG_MAX, &v) != 0) {
+                fprintf(stderr, "server: --max-body: want a byte count: %s\n", optarg);
+                return -1;
+            }
+            o->max_body = v;
+            break;
+        case 'H':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("server %s\n", SERVER_VERSION);
+            exit(0);
+        default:
+            return -1;  /* getopt_long has printed why */
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "server: unexpected argument: %s\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The listening socket and the data directory                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Bind and listen on host:port.  Returns the socket and writes the address
+ * actually bound (with the real port, for --port 0) to name; or returns -1
+ * after a one-line error.
+ */
+static int open_listener(const char *host, const char *port, char *name, size_t cap)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
+    };
+    struct addrinfo *ai;
+    int fd, rc, one = 1;
+
+    rc = getaddrinfo(host, port, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "server: --host %s: %s\n", host, gai_strerror(rc));
+        return -1;
+    }
+    /* Non-blocking: ppoll() may report a connection that the client resets
+     * before we accept it, and accept() must then fail, not block. */
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        perror("server: socket");
+        goto out_free;
+    }
+    /* Without SO_REUSEADDR a restart right after Ctrl+C fails with
+     * EADDRINUSE while the old connections sit in TIME_WAIT. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+        perror("server: setsockopt(SO_REUSEADDR)");  /* restarts may be slow; go on */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno == EADDRINUSE)
+            fprintf(stderr, "server: cannot listen on %s:%s: address already in use\n",
+                    host, port);
+        else
+            fprintf(stderr, "server: cannot bind %s:%s: %s\n", host, port, strerror(errno));
+        goto out_close;
+    }
+    if (listen(fd, SOMAXCONN) != 0) {
+        fprintf(stderr, "server: listen on %s:%s: %s\n", host, port, strerror(errno));
+        goto out_close;
+    }
+
+    struct sockaddr_storage bound;
+    socklen_t len = sizeof bound;
+    char real_port[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&bound, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&bound, len, NULL, 0, real_port,
+                    sizeof real_port, NI_NUMERICSERV) != 0) {
+        fprintf(stderr, "server: cannot read back the bound port\n");
+        goto out_close;
+    }
+    (void)snprintf(name, cap, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+                   host, real_port);
+    freeaddrinfo(ai);
+    return fd;
+
+out_close:
+    (void)close(fd);
+out_free:
+    freeaddrinfo(ai);
+    return -1;
+}
+
+/* Create the data directory if missing and open it: uploads then work on
+ * names relative to this descriptor and cannot escape it. */
+static int open_data_dir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "server: cannot create data dir %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fprintf(stderr, "server: cannot open data dir %s: %s\n", path, strerror(errno));
+    return fd;
+}
+
+/* ------------------------------------------------------------------ */
+/* The record of connection threads                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every thread we start is in exactly one place: the live list while it
+ * serves, the finished list from the moment it is done until main joins it.
+ * A thread that finishes writes one byte to the reaper pipe; the main loop
+ * polls that pipe next to the listener and joins finished threads at once.
+ * So handles never pile up (the textbook version keeps every pthread_t it
+ * ever created), and the drain learns of the last exit within microseconds
+ * instead of polling a counter.
+ */
+struct conn_thread {
+    pthread_t thread;
+    int fd;                         /* the connection; handler closes it */
+    struct server *srv;
+    struct conn_thread *prev, *next; /* live list (doubly linked), or
+                                        finished list (next only) */
+};
+
+struct server {
+    pthread_mutex_t lock;           /* guards the lists and n_live */
+    struct conn_thread *live;
+    struct conn_thread *finished;
+    size_t n_live;
+    int reap_r, reap_w;             /* reaper pipe: one byte per finished thread */
+    int drain_w, force_w;           /* closing these starts each phase */
+    pthread_attr_t attr;            /* small stacks, joinable */
+    struct conn_env env;            /* what every handler sees */
+    size_t max_conns;
+};
+
+static void *conn_thread_main(void *arg)
+{
+    struct conn_thread *t = arg;
+    struct server *srv = t->srv;
+
+    conn_serve(t->fd, &srv->env);
+
+    pthread_mutex_lock(&srv->lock);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        srv->live = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->next = srv->finished;
+    srv->finished = t;
+    srv->n_live--;
+    pthread_mutex_unlock(&srv->lock);
+
+    /* From here on main may join us and free t: touch nothing of it.  The
+     * pipe is non-blocking; if it is full, main has wake-ups pending anyway. */
+    char byte = 0;
+    if (write(srv->reap_w, &byte, 1) < 0) {
+        /* EAGAIN: see above.  Nothing else can happen to a pipe main holds. */
+    }
+    return NULL;
+}
+
+/* Join every finished thread; returns how many. */
+static size_t reap_finished(struct server *srv)
+{
+    char bytes[256];
+
+    /* Empty the pipe before taking the list: a thread that finishes after
+     * we take it writes a fresh byte, so it cannot be missed. */
+    while (read(srv->reap_r, bytes, sizeof bytes) > 0)
+        ;
+    pthread_mutex_lock(&srv->lock);
+    struct conn_thread *t = srv->finished;
+    srv->finished = NULL;
+    pthread_mutex_unlock(&srv->lock);
+
+    size_t n = 0;
+    while (t) {
+        struct conn_thread *next = t->next;
+        int rc = pthread_join(t->thread, NULL);
+        if (rc != 0)
+            fprintf(stderr, "server: pthread_join: %s\n", strerror(rc));
+        free(t);
+        t = next;
+        n++;
+    }
+    return n;
+}
+
+static size_t live_count(struct server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    size_t n = srv->n_live;
+    pthread_mutex_unlock(&srv->lock);
+    return n;
+}
+
+/* Start a thread for fd, or answer 503 if we are at the cap or cannot. */
+static void start_conn_thread(struct server *srv, int fd)
+{
+    struct conn_thread *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        conn_reject_busy(fd);
+        return;
+    }
+    t->fd = fd;
+    t->srv = srv;
+
+    pthread_mutex_lock(&srv->lock);
+    if (srv->n_live >= srv->max_conns) {
+        pthread_mutex_unlock(&srv->lock);
+        free(t);
+        conn_reject_busy(fd);
+        return;
+    }
+    t->next = srv->live;
+    if (srv->live)
+        srv->live->prev = t;
+    srv->live = t;
+    srv->n_live++;
+    /* Created under the lock so that the thread cannot finish and unlink
+     * itself before it is linked; pthread_create does not wait for it. */
+    int rc = pthread_create(&t->thread, &srv->attr, conn_thread_main, t);
+    if (rc != 0) {
+        srv->live = t->next;
+        if (srv->live)
+            srv->live->prev = NULL;
+        srv->n_live--;
+    }
+    pthread_mutex_unlock(&srv->lock);
+
+    if (rc != 0) {
+        fprintf(stderr, "server: pthread_create: %s\n", strerror(rc));
+        free(t);
+        conn_reject_busy(fd);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Accepting                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Accept every connection waiting in the backlog.  Returns true when
+ * accepting must pause because we are out of descriptors: the pending
+ * connection stays in the backlog and the listener stays readable, so
+ * polling it again at once would spin at 100% CPU.
+ */
+static bool accept_pending(struct server *srv, int listen_fd)
+{
+    for (;;) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            switch (errno) {
+            case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+            case EWOULDBLOCK:
+#endif
+                return false;           /* backlog empty */
+            case EINTR:
+            case ECONNABORTED:          /* client gave up while queued */
+            case EPROTO:
+                continue;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                fprintf(stderr, "server: accept: %s; pausing accepts\n", strerror(errno));
+                return true;
+            default:
+                fprintf(stderr, "server: accept: %s\n", strerror(errno));
+                return false;
+            }
+        }
+        /* Responses leave in whole writes, so Nagle's delay only ever hurts
+         * (the tail of a large file would wait for an ACK). */
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+            /* Harmless: only latency suffers. */
+        }
+        start_conn_thread(srv, fd);
+    }
+}
+
+/*
+ * Serve until SIGINT or SIGTERM.  The signals are blocked everywhere except
+ * inside ppoll(), which installs wait_mask and waits in one atomic step, so
+ * a signal landing after the while-condition but before the wait is not
+ * lost (the race a plain poll() or accept() loop has).
+ */
+static int accept_loop(struct server *srv, int listen_fd, const sigset_t *wait_mask)
+{
+    enum { LISTENER, REAPER };
+    struct pollfd fds[2] = {
+        [LISTENER] = { .fd = listen_fd, .events = POLLIN },
+        [REAPER] = { .fd = srv->reap_r, .events = POLLIN },
+    };
+    const struct timespec pause = { .tv_sec = 0, .tv_nsec = ACCEPT_PAUSE_MS * 1000000L };
+    bool paused = false;
+
+    while (atomic_load(&signals_received) == 0) {
+        /* poll() ignores negative descriptors: that is how we pause. */
+        fds[LISTENER].fd = paused ? -1 : listen_fd;
+        int n = ppoll(fds, 2, paused ? &pause : NULL, wait_mask);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;   /* our signal: the loop condition sees it */
+            perror("server: ppoll");
+            return -1;
+        }
+        paused = false;     /* timed out, or a thread ended and freed an fd */
+        if (fds[REAPER].revents & POLLIN)
+            reap_finished(srv);
+        if (fds[LISTENER].revents & POLLIN)
+            paused = accept_pending(srv, listen_fd);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Draining                                                           */
+/* ------------------------------------------------------------------ */
+
+enum drain_end { DRAIN_DONE, DRAIN_DEADLINE, DRAIN_SECOND_SIGNAL };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);  /* cannot fail */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Join threads as they finish until none are left, the grace period ends,
+ * or another SIGINT/SIGTERM arrives (ppoll unblocks them here too).
+ */
+static enum drain_end wait_for_connections(struct server *srv, double grace_s,
+                                           const sigset_t *wait_mask)
+{
+    unsigned seen = atomic_load(&signals_received);
+    double deadline = now_s() + grace_s;
+    struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
+
+    for (;;) {
+        reap_finished(srv);
+        if (live_count(srv) == 0) {
+            reap_finished(srv);     /* the last ones may have just moved */
+            return DRAIN_DONE;
+        }
+        double left = deadline - now_s();
+        if (left <= 0)
+            return DRAIN_DEADLINE;
+        struct timespec timeout = {
+            .tv_sec = (time_t)left,
+            .tv_nsec = (long)((left - (double)(time_t)left) * 1e9),
+        };
+        if (ppoll(&reaper, 1, &timeout, wait_mask) < 0 && errno != EINTR) {
+            perror("server: ppoll");
+            return DRAIN_DEADLINE;
+        }
+        if (atomic_load(&signals_received) != seen)
+            return DRAIN_SECOND_SIGNAL;
+    }
+}
+
+/* After force_w is closed every handler wakes and returns: join them all.
+ * Further signals stay blocked and pending here; there is nothing left for
+ * them to cut. */
+static void join_all(struct server *srv)
+{
+    struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
+
+    for (;;) {
+        reap_finished(srv);
+        if (live_count(srv) == 0) {
+            reap_finished(srv);
+            return;
+        }
+        if (poll(&reaper, 1, -1) < 0 && errno != EINTR) {
+            perror("server: poll");
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* main                                                               */
+/* ------------------------------------------------------------------ */
+
+static int server_init(struct server *srv, const struct options *o, int data_dir_fd)
+{
+    int reap[2], drain[2], force[2];
+    int rc;
+
+    memset(srv, 0, sizeof *srv);
+    /* O_NONBLOCK on the reaper: neither a worker's write nor main's
+     * emptying read may ever block. */
+    if (pipe2(reap, O_CLOEXEC | O_NONBLOCK) != 0) {
+        perror("server: pipe");
+        return -1;
+    }
+    if (pipe2(drain, O_CLOEXEC) != 0) {
+        perror("server: pipe");
+        goto out_reap;
+    }
+    if (pipe2(force, O_CLOEXEC) != 0) {
+        perror("server: pipe");
+        goto out_drain;
+    }
+    rc = pthread_attr_init(&srv->attr);
+    if (rc == 0)
+        rc = pthread_attr_setstacksize(&srv->attr, CONN_STACK_SIZE);
+    if (rc != 0) {
+        fprintf(stderr, "server: pthread_attr: %s\n", strerror(rc));
+        goto out_force;
+    }
+    rc = pthread_mutex_init(&srv->lock, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "server: pthread_mutex_init: %s\n", strerror(rc));
+        pthread_attr_destroy(&srv->attr);
+        goto out_force;
+    }
+    srv->reap_r = reap[0];
+    srv->reap_w = reap[1];
+    srv->drain_w = drain[1];
+    srv->force_w = force[1];
+    srv->max_conns = o->max_conns;
+    srv->env = (struct conn_env){
+        .data_dir_fd = data_dir_fd,
+        .drain_fd = drain[0],
+        .force_fd = force[0],
+        .max_body = o->max_body,
+    };
+    return 0;
+
+out_force:
+    (void)close(force[0]);
+    (void)close(force[1]);
+out_drain:
+    (void)close(drain[0]);
+    (void)close(drain[1]);
+out_reap:
+    (void)close(reap[0]);
+    (void)close(reap[1]);
+    return -1;
+}
+
+/* Called once every thread is joined; pipes' write ends are closed already. */
+static void server_destroy(struct server *srv)
+{
+    pthread_mutex_destroy(&srv->lock);
+    pthread_attr_destroy(&srv->attr);
+    (void)close(srv->reap_r);
+    (void)close(srv->reap_w);
+    (void)close(srv->env.drain_fd);
+    (void)close(srv->env.force_fd);
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt;
+    struct server srv;
+    sigset_t wait_mask;
+    char address[128];
+    int listen_fd, data_dir_fd;
+
+    if (parse_options(argc, argv, &opt) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    /* Before any thread exists: see step 1 at the top of this file. */
+    if (install_signal_handlers(&wait_mask) != 0)
+        return 1;
+    data_dir_fd = open_data_dir(opt.data_dir);
+    if (data_dir_fd < 0)
+        return 1;
+    listen_fd = open_listener(opt.host, opt.port, address, sizeof address);
+    if (listen_fd < 0) {
+        (void)close(data_dir_fd);
+        return 1;
+    }
+    if (server_init(&srv, &opt, data_dir_fd) != 0) {
+        (void)close(listen_fd);
+        (void)close(data_dir_fd);
+        return 1;
+    }
+    /* The readiness line: tests and scripts wait for it. */
+    fprintf(stderr, "listening on %s\n", address);
+
+    if (accept_loop(&srv, listen_fd, &wait_mask) != 0)
+        atomic_fetch_add(&signals_received, 1);     /* treat as a shutdown request */
+
+    /* Step 4: refuse new clients now rather than leave them in the backlog. */
+    (void)close(listen_fd);
+    fprintf(stderr, "shutdown requested by %s; draining %zu connection(s), grace %g s\n",
+            signal_name(atomic_load(&last_signal)), live_count(&srv), opt.grace_s);
+
+    /* Step 5: broadcast "drain" to every handler by closing the write end. */
+    (void)close(srv.drain_w);
+
+    size_t cut = 0;
+    switch (wait_for_connections(&srv, opt.grace_s, &wait_mask)) {
+    case DRAIN_DONE:
+        break;
+    case DRAIN_DEADLINE:
+        cut = live_count(&srv);
+        fprintf(stderr, "grace period over; cutting %zu connection(s)\n", cut);
+        break;
+    case DRAIN_SECOND_SIGNAL:
+        cut = live_count(&srv);
+        fprintf(stderr, "second %s; cutting %zu connection(s)\n",
+                signal_name(atomic_load(&last_signal)), cut);
+        break;
+    }
+    /* Step 7: wake every remaining wait; handlers cut and return. */
+    (void)close(srv.force_w);
+    join_all(&srv);
+
+    server_destroy(&srv);
+    (void)close(data_dir_fd);
+    if (cut > 0) {
+        fprintf(stderr, "exit 1: cut %zu connection(s)\n", cut);
+        return 1;
+    }
+    fprintf(stderr, "exit 0: every connection finished\n");
+    return 0;
+}

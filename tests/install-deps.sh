@@ -1,0 +1,28 @@
+#!/bin/sh
+# Install what the test suite needs and the machine lacks: pytest for the
+# given python (Debian's python3-pytest) and curl.  Uses apt-get as root, or
+# sudo without a password; otherwise prints the exact command and fails.
+set -eu
+python=${1:-/usr/bin/python3}
+
+missing=""
+"$python" -c 'import pytest' 2>/dev/null || missing="$missing python3-pytest"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+[ -z "$missing" ] && exit 0
+
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$missing"
+if [ "$(id -u)" = 0 ]; then
+    echo "installing test dependencies:$missing" >&2
+    sh -c "$cmd"
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    echo "installing test dependencies with sudo:$missing" >&2
+    sudo sh -c "$cmd"
+else
+    echo "the tests need:$missing. Install them with:" >&2
+    echo "  sudo sh -c '$cmd'" >&2
+    exit 1
+fi
+"$python" -c 'import pytest' || {
+    echo "pytest is still missing for $python; is $python Debian's python3?" >&2
+    exit 1
+}
