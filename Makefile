@@ -14,21 +14,77 @@ ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
 SRCS = server.c handler.c
 
-.PHONY: all test test-deps clean
+# Sanitizer builds want bigger thread stacks: their redzones multiply
+# stack use.
+SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*1024)'
+SANITIZER_LOGS = .sanitizer-logs
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean
 
 all: server
 
 server: $(SRCS) handler.h
 	$(CC) $(ALL_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
-# The suite runs against $(SERVER_BIN) (default ./server), so the sanitizer
-# targets can run the same tests against their own builds.
+# The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
+# targets below run the very same tests against their own builds.
 test: server test-deps
 	$(PYTHON) -m pytest -q tests
 
 test-deps:
 	@sh tests/install-deps.sh $(PYTHON)
 
+server-asan: $(SRCS) handler.h
+	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=address,undefined \
+	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
+
+server-tsan: $(SRCS) handler.h
+	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
+
+# Reports go to files, not just stderr: a report from a server that a test
+# then SIGKILLs must still fail the run.
+asan: server-asan test-deps
+	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
+	SERVER_BIN=$(CURDIR)/server-asan \
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/asan \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan \
+	    $(PYTHON) -m pytest -q tests
+	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
+
+tsan: server-tsan test-deps
+	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
+	SERVER_BIN=$(CURDIR)/server-tsan \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan \
+	    $(PYTHON) -m pytest -q tests
+	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
+
+# A short real session (requests, uploads, Ctrl+C) under valgrind memcheck.
+memcheck: server test-deps
+	$(PYTHON) tests/memcheck.py ./server
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
+	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c
+	clang-tidy --quiet $(SRCS) -- -std=c11
+
+# libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
+# inputs go to fuzz/.corpus; the committed seeds stay as they are.
+fuzz/fuzz_parser: fuzz/fuzz_parser.c handler.c handler.h
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_parser.c handler.c
+
+fuzz: fuzz/fuzz_parser
+	mkdir -p fuzz/.corpus
+	./fuzz/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    fuzz/.corpus fuzz/corpus
+
+bench: server
+	$(PYTHON) bench/bench.py
+
+bench-quick: server
+	$(PYTHON) bench/bench.py --quick
+
 clean:
-	rm -f server
-	rm -rf tests/__pycache__ .pytest_cache
+	rm -f server server-asan server-tsan fuzz/fuzz_parser
+	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus

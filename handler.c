@@ -22,9 +22,11 @@
 #include "handler.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,13 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* A fresh connection must deliver its first request head within this. */
-#define HEADER_TIMEOUT_MS 10000
 /* An idle keep-alive connection is closed after this long. */
 #define KEEPALIVE_TIMEOUT_MS 30000
-/* A request body, or a response the client will not read, may stall this
- * long before the connection is given up. */
-#define BODY_TIMEOUT_MS 10000
+/* A response the client does not read may stall this long. */
 #define SEND_TIMEOUT_MS 10000
 /* Closing in stages: how long and how much unread input we discard. */
 #define LINGER_MS 1000
@@ -302,17 +300,19 @@ static void send_error_and_close(struct conn *c, int status, bool head_only)
  */
 static void conn_close(struct conn *c)
 {
-    char scratch[4096];
+    char byte;
     bool unread = c->len > 0;
 
     if (!unread && !c->cut)
-        unread = recv(c->fd, scratch, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+        unread = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 
     if (unread && !c->cut && shutdown(c->fd, SHUT_WR) == 0) {
         long long deadline = now_ms() + LINGER_MS;
         size_t discarded = 0;
-        while (discarded < LINGER_BYTES) {
-            ssize_t n = recv(c->fd, scratch, sizeof scratch, MSG_DONTWAIT);
+        /* The request buffer is ours to overwrite now; a stack array here
+         * would cost every thread another page of memory. */
+        while (discarded < LINGER_BYTES && c->buf != NULL) {
+            ssize_t n = recv(c->fd, c->buf, HTTP_HEAD_MAX, MSG_DONTWAIT);
             if (n > 0) {
                 discarded += (size_t)n;
                 continue;
@@ -586,7 +586,9 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
             if (!have_request_line) {
                 if (have > HTTP_REQUEST_LINE_MAX)
                     return parse_error(status, 414);
-                if (parse_request_line(line, have, false, req, status) == HTTP_PARSE_ERROR)
+                /* The CR of the CRLF may have arrived without its LF. */
+                size_t check = have > 0 && line[have - 1] == '\r' ? have - 1 : have;
+                if (parse_request_line(line, check, false, req, status) == HTTP_PARSE_ERROR)
                     return HTTP_PARSE_ERROR;
             }
             if (len >= HTTP_HEAD_MAX)
@@ -648,7 +650,7 @@ static enum head_result read_head(struct conn *c, bool first,
     bool parse = c->len > 0;    /* pipelined bytes from the last request */
 
     if (first)
-        deadline = now_ms() + HEADER_TIMEOUT_MS;
+        deadline = now_ms() + c->env->header_timeout_ms;
     for (;;) {
         if (parse) {
             enum http_parse_result r = http_parse_request(c->buf, c->len, req, status);
@@ -659,7 +661,7 @@ static enum head_result read_head(struct conn *c, bool first,
         }
         bool idle = c->len == 0;
         if (!idle && deadline < 0)
-            deadline = now_ms() + HEADER_TIMEOUT_MS;
+            deadline = now_ms() + c->env->header_timeout_ms;
 
         ssize_t n = recv(c->fd, c->buf + c->len, HTTP_HEAD_MAX - c->len, MSG_DONTWAIT);
         if (n > 0) {
@@ -762,20 +764,8 @@ static enum next route_root(struct exchange *x)
 }
 
 /* /sleep?ms=N: simulated slow work that graceful shutdown waits for. */
-static enum next route_sleep(struct exchange *x, const char *query, size_t qlen)
+static enum next route_sleep(struct exchange *x, long ms)
 {
-    long ms = 0;
-
-    if (qlen < 4 || memcmp(query, "ms=", 3) != 0 || qlen - 3 > 5)
-        return reply_error(x, 400, NULL);
-    for (size_t i = 3; i < qlen; i++) {
-        if (query[i] < '0' || query[i] > '9')
-            return reply_error(x, 400, NULL);
-        ms = ms * 10 + (query[i] - '0');
-    }
-    if (ms > SLEEP_MS_MAX)
-        return reply_error(x, 400, NULL);
-
     /* Sleep on force_fd, not drain_fd: graceful shutdown lets this work
      * finish; only the deadline or a second signal cuts it short. */
     struct conn *c = x->c;
@@ -939,7 +929,7 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
             result = BODY_GONE;
             break;
         }
-        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + BODY_TIMEOUT_MS);
+        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + c->env->header_timeout_ms);
         if (w == WAIT_TIMEOUT) {
             result = BODY_TIMEOUT;
             break;
@@ -1025,59 +1015,131 @@ static enum next put_file(struct exchange *x, const char *name)
     return reply_ok(x, existed ? 200 : 201, existed ? "replaced\n" : "created\n");
 }
 
-static enum next route_files(struct exchange *x, const char *name_in, size_t n)
+int uploads_remove_stale(int data_dir_fd)
 {
-    if (!valid_file_name(name_in, n))
-        return reply_error(x, 400, NULL);
-    char name[FILE_NAME_MAX + 1];
-    memcpy(name, name_in, n);
-    name[n] = '\0';
-    return x->req->method == HTTP_PUT ? put_file(x, name) : get_file(x, name);
+    static const char prefix[] = ".upload-";
+    int removed = 0;
+
+    /* fdopendir takes ownership of the descriptor it is given: hand it a
+     * duplicate so the caller's stays open. */
+    int fd = fcntl(data_dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    DIR *dir = fdopendir(fd);
+    if (dir == NULL) {
+        (void)close(fd);
+        return 0;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, prefix, sizeof prefix - 1) != 0)
+            continue;
+        char *end;
+        long pid = strtol(e->d_name + sizeof prefix - 1, &end, 10);
+        if (pid <= 0 || *end != '-')
+            continue;
+        /* ESRCH: no such process, so nobody is writing this file any more.
+         * A live pid (even a reused one) keeps its file: better a leftover
+         * than a half-finished upload of a running server deleted. */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if (unlinkat(data_dir_fd, e->d_name, 0) == 0)
+            removed++;
+    }
+    (void)closedir(dir);    /* read-only: nothing to lose */
+    return removed;
 }
 
-static enum next route(struct exchange *x)
+/* ms=N, N in 0..SLEEP_MS_MAX; -1 for anything else. */
+static long parse_sleep_query(const char *q, size_t n)
 {
-    const struct http_request *req = x->req;
+    long ms = 0;
+
+    if (n < 4 || n > 8 || memcmp(q, "ms=", 3) != 0)
+        return -1;
+    for (size_t i = 3; i < n; i++) {
+        if (q[i] < '0' || q[i] > '9')
+            return -1;
+        ms = ms * 10 + (q[i] - '0');
+    }
+    return ms <= SLEEP_MS_MAX ? ms : -1;
+}
+
+/* Where a request goes, decided while its head is still in c->buf. */
+struct route {
+    enum { ROUTE_ROOT, ROUTE_SLEEP, ROUTE_FILE, ROUTE_ERROR } kind;
+    int status;                 /* ROUTE_ERROR: what to answer */
+    const char *allow;          /* ROUTE_ERROR 405: the Allow header */
+    long sleep_ms;              /* ROUTE_SLEEP */
+    char name[FILE_NAME_MAX + 1]; /* ROUTE_FILE: a valid file name */
+};
+
+static void route_error(struct route *rt, int status, const char *allow)
+{
+    rt->kind = ROUTE_ERROR;
+    rt->status = status;
+    rt->allow = allow;
+}
+
+static void resolve_route(const struct http_request *req, struct route *rt)
+{
+    static const char get_head[] = "Allow: GET, HEAD\r\n";
+    static const char get_head_put[] = "Allow: GET, HEAD, PUT\r\n";
     const char *t = req->target;
     size_t n = req->target_len;
+    bool get_or_head = req->method == HTTP_GET || req->method == HTTP_HEAD;
 
+    if (req->has_transfer_encoding) {
+        route_error(rt, 501, NULL);     /* chunked bodies are not implemented */
+        return;
+    }
     /* absolute-form (RFC 9112 3.2.2): use only the path after the authority. */
     if (n > 7 && strncasecmp(t, "http://", 7) == 0) {
         const char *slash = memchr(t + 7, '/', n - 7);
-        if (slash == NULL)
-            return reply_error(x, 400, NULL);
+        if (slash == NULL) {
+            route_error(rt, 400, NULL);
+            return;
+        }
         n -= (size_t)(slash - t);
         t = slash;
     }
-    if (t[0] != '/')
-        return reply_error(x, 400, NULL);
-
     const char *q = memchr(t, '?', n);
     size_t path_len = q ? (size_t)(q - t) : n;
-    const char *query = q ? q + 1 : "";
-    size_t qlen = q ? n - path_len - 1 : 0;
-    bool get_or_head = req->method == HTTP_GET || req->method == HTTP_HEAD;
 
-    if (path_len == 1) {
+    if (t[0] != '/') {
+        route_error(rt, 400, NULL);
+    } else if (path_len == 1) {
+        if (get_or_head)
+            rt->kind = ROUTE_ROOT;
+        else
+            route_error(rt, 405, get_head);
+    } else if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
+        rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -1;
         if (!get_or_head)
-            return reply_error(x, 405, "Allow: GET, HEAD\r\n");
-        return route_root(x);
+            route_error(rt, 405, get_head);
+        else if (rt->sleep_ms < 0)
+            route_error(rt, 400, NULL);
+        else
+            rt->kind = ROUTE_SLEEP;
+    } else if (path_len > 7 && memcmp(t, "/files/", 7) == 0) {
+        const char *name = t + 7;
+        size_t name_len = path_len - 7;
+        if (!get_or_head && req->method != HTTP_PUT) {
+            route_error(rt, 405, get_head_put);
+        } else if (!valid_file_name(name, name_len)) {
+            route_error(rt, 400, NULL);
+        } else {
+            rt->kind = ROUTE_FILE;
+            memcpy(rt->name, name, name_len);
+            rt->name[name_len] = '\0';
+        }
+    } else {
+        route_error(rt, 404, NULL);
     }
-    if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
-        if (!get_or_head)
-            return reply_error(x, 405, "Allow: GET, HEAD\r\n");
-        return route_sleep(x, query, qlen);
-    }
-    if (path_len > 7 && memcmp(t, "/files/", 7) == 0) {
-        if (!get_or_head && req->method != HTTP_PUT)
-            return reply_error(x, 405, "Allow: GET, HEAD, PUT\r\n");
-        return route_files(x, t + 7, path_len - 7);
-    }
-    return reply_error(x, 404, NULL);
 }
 
-/* Serve one parsed request; its head is still at the start of c->buf. */
-static enum next serve_request(struct conn *c, const struct http_request *req)
+/* Serve one parsed request; its head is at the start of c->buf. */
+static enum next serve_request(struct conn *c, struct http_request *req)
 {
     struct exchange x = {
         .c = c,
@@ -1087,23 +1149,30 @@ static enum next serve_request(struct conn *c, const struct http_request *req)
                                               : req->conn_keep_alive && !req->conn_close,
     };
     x.http10_keep_alive = req->minor_version == 0 && x.keep_alive;
-
-    if (req->has_transfer_encoding)
-        return reply_error(&x, 501, NULL);
     /* Only PUT reads a body; any other request with one closes afterwards
      * instead of guessing where the next request starts. */
     if (req->method != HTTP_PUT && req->content_length > 0)
         x.keep_alive = false;
 
-    /* The target points into c->buf, which copy_body() reuses: copy the
-     * head's facts we need before consuming it. */
-    char target[HTTP_REQUEST_LINE_MAX];
-    memcpy(target, req->target, req->target_len);
-    struct http_request r = *req;
-    r.target = target;
-    x.req = &r;
+    struct route rt;
+    resolve_route(req, &rt);
+    /* From here on c->buf holds what follows the head (a body, pipelined
+     * requests), so the target it pointed into is gone. */
     consume(c, req->head_len);
-    return route(&x);
+    req->target = NULL;
+    req->target_len = 0;
+
+    switch (rt.kind) {
+    case ROUTE_ROOT:
+        return route_root(&x);
+    case ROUTE_SLEEP:
+        return route_sleep(&x, rt.sleep_ms);
+    case ROUTE_FILE:
+        return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name);
+    case ROUTE_ERROR:
+        break;
+    }
+    return reply_error(&x, rt.status, rt.allow);
 }
 
 void conn_serve(int fd, const struct conn_env *env)

@@ -25,6 +25,12 @@ struct conn_env {
     int drain_fd;           /* readable once graceful shutdown has begun */
     int force_fd;           /* readable once remaining work must be cut */
     long long max_body;     /* largest accepted request body, in bytes */
+    /*
+     * A request head must arrive whole within this many ms of its first
+     * byte (of the connection, for a first request), and a body may stall
+     * no longer than this between two reads; either answers 408.
+     */
+    int header_timeout_ms;
 };
 
 /*
@@ -41,6 +47,13 @@ void conn_serve(int fd, const struct conn_env *env);
  * Never blocks: it is called from the accept loop.
  */
 void conn_reject_busy(int fd);
+
+/*
+ * Remove temporary upload files (".upload-PID-N") left in the data
+ * directory by processes that no longer exist (killed with SIGKILL, or a
+ * crash: every orderly path removes its own).  Returns how many it removed.
+ */
+int uploads_remove_stale(int data_dir_fd);
 
 /*
  * The request parser: bytes in, a parsed request head or an error out, no

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -60,7 +61,7 @@
  * small stack is plenty.  Sanitizers need more, hence the override.
  */
 #ifndef CONN_STACK_SIZE
-#define CONN_STACK_SIZE (256 * 1024)
+#define CONN_STACK_SIZE ((size_t)256 * 1024)
 #endif
 
 /* How long to stop accepting after EMFILE/ENFILE, unless a thread ends
@@ -146,6 +147,7 @@ struct options {
     const char *host;
     const char *port;       /* decimal, validated */
     double grace_s;         /* graceful drain before connections are cut */
+    double header_timeout_s; /* see struct conn_env */
     size_t max_conns;       /* connection threads alive at once */
     const char *data_dir;
     long long max_body;     /* bytes */
@@ -156,6 +158,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: server [--host ADDR] [--port N] [--grace SECONDS]\n"
             "              [--max-conns N] [--data-dir DIR] [--max-body BYTES]\n"
+            "              [--header-timeout SECONDS]\n"
             "\n"
             "  --host ADDR       numeric address to listen on (default 127.0.0.1)\n"
             "  --port N          TCP port, 0 for any free one (default 7878)\n"
@@ -164,6 +167,9 @@ static void usage(FILE *out)
             "  --max-conns N     connections served at once; more get 503 (default 1024)\n"
             "  --data-dir DIR    where PUT /files/NAME stores files (default ./data)\n"
             "  --max-body BYTES  largest accepted upload (default 104857600)\n"
+            "  --header-timeout SECONDS\n"
+            "                    a request head must arrive, and a body may stall,\n"
+            "                    within this; else 408 (default 10)\n"
             "  --help, --version\n");
 }
 
@@ -180,6 +186,20 @@ static int parse_integer(const char *s, long long min, long long max, long long 
     return 0;
 }
 
+/* Parse decimal seconds in [min, 86400]; -1 if s is anything else. */
+static int parse_seconds(const char *s, double min, double *out)
+{
+    char *end;
+
+    errno = 0;
+    double v = strtod(s, &end);
+    /* The negated test also rejects NaN. */
+    if (errno != 0 || end == s || *end != '\0' || !(v >= min && v <= 86400))
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* Fills *o; returns -1 (after saying why) when the command line is bad. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
@@ -190,12 +210,12 @@ static int parse_options(int argc, char **argv, struct options *o)
         { "max-conns", required_argument, NULL, 'm' },
         { "data-dir", required_argument, NULL, 'd' },
         { "max-body", required_argument, NULL, 'b' },
+        { "header-timeout", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'H' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     long long v;
-    char *end;
     int ch;
 
     *o = (struct options){
@@ -207,6 +227,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         .max_conns = 1024,
         .data_dir = "./data",
         .max_body = 100LL * 1024 * 1024,
+        .header_timeout_s = 10,
     };
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -221,11 +242,15 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->port = optarg;
             break;
         case 'g':
-            errno = 0;
-            o->grace_s = strtod(optarg, &end);
-            if (errno != 0 || end == optarg || *end != '\0' ||
-                !(o->grace_s >= 0 && o->grace_s <= 86400)) {
+            if (parse_seconds(optarg, 0, &o->grace_s) != 0) {
                 fprintf(stderr, "server: --grace: want seconds from 0 to 86400: %s\n", optarg);
+                return -1;
+            }
+            break;
+        case 't':
+            if (parse_seconds(optarg, 0.001, &o->header_timeout_s) != 0) {
+                fprintf(stderr, "server: --header-timeout: want seconds from 0.001 to 86400: %s\n",
+                        optarg);
                 return -1;
             }
             break;
@@ -344,6 +369,35 @@ static int open_data_dir(const char *path)
     if (fd < 0)
         fprintf(stderr, "server: cannot open data dir %s: %s\n", path, strerror(errno));
     return fd;
+}
+
+/*
+ * Each connection holds a descriptor, and one more while it uploads.  The
+ * soft limit is often 1024 while the hard one is far higher; raising the
+ * soft limit to the hard one is what it is there for.  If even that is too
+ * low for --max-conns, say so now rather than surprise anyone later.
+ */
+static void raise_fd_limit(size_t max_conns)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        perror("server: getrlimit(RLIMIT_NOFILE)");
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            perror("server: setrlimit(RLIMIT_NOFILE)");   /* keep the old one */
+            if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                return;
+        }
+    }
+    rlim_t need = (rlim_t)max_conns * 2 + 16;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        fprintf(stderr, "descriptor limit %llu is below the %llu that --max-conns %zu "
+                "may need; accepting pauses whenever descriptors run out\n",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_conns);
 }
 
 /* ------------------------------------------------------------------ */
@@ -677,6 +731,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         .drain_fd = drain[0],
         .force_fd = force[0],
         .max_body = o->max_body,
+        .header_timeout_ms = (int)(o->header_timeout_s * 1000),
     };
     return 0;
 
@@ -718,9 +773,13 @@ int main(int argc, char **argv)
     /* Before any thread exists: see step 1 at the top of this file. */
     if (install_signal_handlers(&wait_mask) != 0)
         return 1;
+    raise_fd_limit(opt.max_conns);
     data_dir_fd = open_data_dir(opt.data_dir);
     if (data_dir_fd < 0)
         return 1;
+    int stale = uploads_remove_stale(data_dir_fd);
+    if (stale > 0)
+        fprintf(stderr, "removed %d unfinished upload(s) left by a killed server\n", stale);
     listen_fd = open_listener(opt.host, opt.port, address, sizeof address);
     if (listen_fd < 0) {
         (void)close(data_dir_fd);
