@@ -1,0 +1,357 @@
+"""Graceful shutdown: signals, draining, idle connections, grace deadline,
+second signal, exit status, thread/fd hygiene, SIGPIPE."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import (EXIT1_RE, GRACE_OVER_RE, SECOND_SIGNAL_RE,
+                      SHUTDOWN_RE, build_request, connect_refused, wait_until,
+                      warm_conn)
+
+SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
+           pytest.param(signal.SIGTERM, id="SIGTERM")]
+
+
+def signame(sig):
+    return signal.Signals(sig).name
+
+
+# ---------------------------------------------------------------- idle server
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_idle_server_exits_0_promptly(start_server, sig):
+    """SIGINT/SIGTERM on an idle server: exit 0 within 1 s, with the documented log."""
+    srv = start_server("--grace", "5")
+    assert srv.request("GET", "/").status == 200   # served once, conn now closed
+    srv.wait_threads(1)
+    t0 = time.monotonic()
+    srv.signal(sig)
+    rc = srv.wait_exit(5)
+    elapsed = time.monotonic() - t0
+    assert rc == 0
+    assert elapsed < 1.0, elapsed
+    m = srv.wait_line(SHUTDOWN_RE, 0)
+    assert m.group(1) == signame(sig)
+    assert m.group(2) == "0"
+    assert float(m.group(3)) == pytest.approx(5)
+    assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
+
+
+def test_sigint_right_after_listening_line_20_times(start_server, tmp_path):
+    """Never-used server, SIGINT right after the listening line: exit 0 within 1 s, 20x."""
+    for i in range(20):
+        srv = start_server(data_dir=tmp_path / f"d{i}")
+        t0 = time.monotonic()
+        srv.signal(signal.SIGINT)
+        rc = srv.wait_exit(5)
+        elapsed = time.monotonic() - t0
+        assert rc == 0, f"round {i}: status {rc}\n{srv.log_text()}"
+        assert elapsed < 1.0, f"round {i}: took {elapsed:.2f}s"
+        assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
+
+
+# ---------------------------------------------------------------- listener
+
+def test_listener_closed_at_once_while_request_in_flight(server):
+    """After SIGINT, connect() is refused while an in-flight request still runs."""
+    c = warm_conn(server)
+    c.send_request("GET", "/sleep?ms=1500")
+    sent = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
+    assert wait_until(lambda: connect_refused(server.port), 1.0), \
+        "new connections still accepted after SIGINT"
+    refused_at = time.monotonic()
+    assert refused_at - sent < 1.5, "refusal only seen after the request finished"
+    assert server.running()
+    r = c.read_response()
+    assert r.status == 200
+    assert time.monotonic() - sent >= 1.4
+    assert server.wait_exit(5) == 0
+
+
+# ---------------------------------------------------------------- in flight
+
+def test_in_flight_requests_complete_whole_with_connection_close(server):
+    """Several in-flight requests during the drain finish whole, with Connection: close."""
+    conns = [warm_conn(server) for _ in range(3)]
+    server.wait_threads(4)
+    for c in conns:
+        c.send_request("GET", "/sleep?ms=500")
+    server.signal(signal.SIGINT)
+    for c in conns:
+        r = c.read_response()
+        assert r.status == 200
+        assert int(r.header("content-length")) == len(r.body) > 0
+        assert "close" in r.connection_tokens()
+        assert c.expect_eof(2.0) == "eof"
+        c.close()
+    assert server.wait_exit(5) == 0
+    m = server.wait_line(SHUTDOWN_RE, 0)
+    assert m.group(2) == "3"
+    assert server.lines[-1] == "exit 0: every connection finished"
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_warm_keepalive_request_sent_before_signal_is_served(server, sig):
+    """A conn whose next request already arrived is not idle: full 200 + Connection: close."""
+    c = warm_conn(server)
+    c.send_request("GET", "/sleep?ms=300")
+    server.signal(sig)
+    r = c.read_response()
+    assert r.status == 200
+    assert int(r.header("content-length")) == len(r.body)
+    assert "close" in r.connection_tokens()
+    assert c.expect_eof(2.0) == "eof"
+    assert server.wait_exit(5) == 0
+    assert server.lines[-1] == "exit 0: every connection finished"
+
+
+def test_request_arriving_while_busy_before_signal_is_served(server):
+    """Next request arriving while the thread is busy writing is not idle: it is served."""
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
+    assert server.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = server.connect(rcvbuf=4096)
+    assert c.request("GET", "/").status == 200
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()                       # the thread is now stuck writing
+    assert head.status == 200 and "close" not in head.connection_tokens()
+    c.send_request("GET", "/sleep?ms=100")     # arrives while it is busy
+    server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
+    body = c._read_exact(int(head.header("content-length")))
+    assert body == blob
+    r = c.read_response()
+    assert r.status == 200
+    assert "close" in r.connection_tokens()
+    assert c.expect_eof(2.0) == "eof"
+    assert server.wait_exit(5) == 0
+
+
+def test_pipelined_requests_already_arrived_are_served_during_drain(server):
+    """Requests already received before SIGINT are all answered; the last says close."""
+    c = warm_conn(server)
+    c.send(build_request("GET", "/sleep?ms=300") + build_request("GET", "/"))
+    server.signal(signal.SIGINT)
+    r1 = c.read_response()
+    assert r1.status == 200
+    if "close" in r1.connection_tokens():
+        # a server may stop after the in-flight request; then it must close
+        assert c.expect_eof(2.0) == "eof"
+    else:
+        r2 = c.read_response()
+        assert r2.status == 200 and "close" in r2.connection_tokens()
+    assert server.wait_exit(5) == 0
+
+
+# ---------------------------------------------------------------- idle conns
+
+def test_idle_keepalive_connection_closed_promptly(server):
+    """An idle keep-alive conn (request done) gets EOF within 1 s of SIGINT; exit 0."""
+    c = warm_conn(server)
+    t0 = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert c.expect_eof(1.0) == "eof"
+    assert time.monotonic() - t0 < 1.0
+    assert server.wait_exit(2) == 0
+    assert server.lines[-1] == "exit 0: every connection finished"
+
+
+def test_silent_connection_closed_promptly(server):
+    """A conn that never sent a byte gets EOF within 1 s of SIGINT; exit 0."""
+    c = server.connect()
+    server.wait_threads(2)
+    t0 = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert c.expect_eof(1.0) == "eof"
+    assert time.monotonic() - t0 < 1.0
+    assert server.wait_exit(2) == 0
+    assert server.lines[-1] == "exit 0: every connection finished"
+
+
+def test_many_idle_connections_closed_promptly(server):
+    """Ten idle connections (mixed warm and silent) all see EOF within 1 s; exit 0."""
+    conns = [warm_conn(server) for _ in range(5)] + [server.connect() for _ in range(5)]
+    server.wait_threads(11)
+    t0 = time.monotonic()
+    server.signal(signal.SIGINT)
+    results = [c.expect_eof(max(0.05, 1.0 - (time.monotonic() - t0))) for c in conns]
+    assert results == ["eof"] * 10
+    assert server.wait_exit(2) == 0
+
+
+def test_idle_conn_closed_while_another_drains(server):
+    """During a drain, the idle conn closes at once while the busy one is still served."""
+    busy = warm_conn(server)
+    idle = warm_conn(server)
+    busy.send_request("GET", "/sleep?ms=1000")
+    t0 = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert idle.expect_eof(1.0) == "eof"
+    assert time.monotonic() - t0 < 1.0
+    r = busy.read_response()
+    assert r.status == 200 and "close" in r.connection_tokens()
+    assert server.wait_exit(5) == 0
+
+
+# ---------------------------------------------------------------- deadline
+
+def test_grace_deadline_cuts_and_exits_1(start_server):
+    """--grace 1 with a 10 s request in flight: exit 1 after ~1 s, `grace period over`."""
+    srv = start_server("--grace", "1")
+    c = warm_conn(srv)
+    c.send_request("GET", "/sleep?ms=10000")
+    t0 = time.monotonic()
+    srv.signal(signal.SIGINT)
+    rc = srv.wait_exit(6)
+    elapsed = time.monotonic() - t0
+    assert rc == 1
+    assert 0.9 <= elapsed < 4.0, elapsed
+    assert srv.wait_line(GRACE_OVER_RE, 0).group(1) == "1"
+    assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
+    # the cut client gets no (partial) response, just the end of the stream
+    assert c.expect_eof(2.0) in ("eof", "reset")
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_second_signal_cuts_at_once(start_server, sig):
+    """A second signal during the drain: exit 1 within 1 s, `second SIG...` log."""
+    srv = start_server("--grace", "30")
+    c = warm_conn(srv)
+    c.send_request("GET", "/sleep?ms=10000")
+    srv.signal(sig)
+    srv.wait_line(SHUTDOWN_RE)
+    assert srv.running()
+    t1 = time.monotonic()
+    srv.signal(sig)
+    rc = srv.wait_exit(5)
+    elapsed = time.monotonic() - t1
+    assert rc == 1
+    assert elapsed < 1.0, elapsed
+    m = srv.wait_line(SECOND_SIGNAL_RE, 0)
+    assert m.group(1) == signame(sig) and m.group(2) == "1"
+    assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
+    assert not srv.matching(GRACE_OVER_RE)
+    assert c.expect_eof(2.0) in ("eof", "reset")
+
+
+def test_second_signal_with_nothing_left_exits_0(start_server):
+    """Status 0 whenever every connection finished: a drain that is over exits 0."""
+    srv = start_server("--grace", "30")
+    c = warm_conn(srv)
+    c.send_request("GET", "/sleep?ms=300")
+    srv.signal(signal.SIGINT)
+    r = c.read_response()
+    assert r.status == 200
+    assert srv.wait_exit(5) == 0
+    assert not srv.matching(EXIT1_RE)
+    assert srv.lines[-1] == "exit 0: every connection finished"
+
+
+def test_log_lines_in_order_for_graceful_drain(server):
+    """Log sequence: listening, shutdown requested (1 conn), exit 0 as the last line."""
+    c = warm_conn(server)
+    c.send_request("GET", "/sleep?ms=300")
+    server.signal(signal.SIGTERM)
+    assert c.read_response().status == 200
+    assert server.wait_exit(5) == 0
+    lines = server.lines
+    i_listen = next(i for i, l in enumerate(lines) if l.startswith("listening on "))
+    i_shut = next(i for i, l in enumerate(lines) if l.startswith("shutdown requested"))
+    assert i_listen < i_shut < len(lines) - 1
+    assert server.wait_line(SHUTDOWN_RE, 0).group(1, 2) == ("SIGTERM", "1")
+    assert lines[-1] == "exit 0: every connection finished"
+
+
+# ---------------------------------------------------------------- hygiene
+
+def test_threads_and_fds_do_not_pile_up(server):
+    """300 sequential connections: Threads back to 1, fd count flat."""
+    assert server.request("GET", "/").status == 200
+    server.wait_threads(1)
+    base_fds = server.fd_count()
+    for i in range(300):
+        with server.connect() as c:
+            if i % 2:
+                r = c.request("GET", "/", headers={"Connection": "close"})
+            else:
+                r = c.request("GET", "/")     # client closes first
+            assert r.status == 200
+    server.wait_threads(1, timeout=10)
+    assert wait_until(lambda: server.fd_count() == base_fds, 5), \
+        f"fds {server.fd_count()} vs baseline {base_fds}"
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(5) == 0
+
+
+def test_concurrent_requests_then_threads_back_to_1(server):
+    """20 concurrent /sleep requests are all served; then Threads returns to 1."""
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        try:
+            r = server.request("GET", "/sleep?ms=300")
+            status = r.status
+        except Exception as e:      # recorded and asserted below
+            status = repr(e)
+        with lock:
+            results.append(status)
+
+    ts = [threading.Thread(target=one) for _ in range(20)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(15)
+    assert results == [200] * 20
+    server.wait_threads(1, timeout=10)
+
+
+# ---------------------------------------------------------------- SIGPIPE
+
+def test_sigpipe_sleep_client_resets(server):
+    """Clients that reset/close before a /sleep response don't kill the server."""
+    for mode in ("reset", "close", "reset"):
+        c = server.connect()
+        c.send_request("GET", "/sleep?ms=300")
+        server.wait_threads(2)
+        if mode == "reset":
+            c.reset()
+        else:
+            c.close()
+        server.wait_threads(1, timeout=5)
+        assert server.running(), f"server died (status {server.proc.returncode})"
+    assert server.request("GET", "/").status == 200
+
+
+def test_sigpipe_large_download_reset(server):
+    """Clients resetting/closing during an 8 MiB download don't kill the server."""
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    with server.connect() as c:
+        assert c.request("PUT", "/files/big.bin", body=blob).status == 201
+    for _ in range(3):
+        c = server.connect(rcvbuf=4096)
+        c.send_request("GET", "/files/big.bin")
+        head = c.read_head()
+        assert head.status == 200
+        assert int(head.header("content-length")) == len(blob)
+        c.sock.recv(4096)
+        c.reset()
+        server.wait_threads(1, timeout=5)
+        assert server.running(), f"server died (status {server.proc.returncode})"
+    # Request, then close at once (FIN, nothing unread): the server's first
+    # write draws an RST while it is in CLOSE_WAIT, so its next write fails
+    # with EPIPE - the classic SIGPIPE.
+    for _ in range(3):
+        c = server.connect()
+        c.send_request("GET", "/files/big.bin")
+        c.close()
+        server.wait_threads(1, timeout=5)
+        assert server.running(), f"server died (status {server.proc.returncode})"
+    # and a whole download still works afterwards
+    with server.connect() as c:
+        r = c.request("GET", "/files/big.bin")
+    assert r.status == 200 and r.body == blob
