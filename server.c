@@ -405,28 +405,27 @@ static void raise_fd_limit(size_t max_conns)
 /* ------------------------------------------------------------------ */
 
 /*
- * Every thread we start is in exactly one place: the live list while it
- * serves, the finished list from the moment it is done until main joins it.
- * A thread that finishes writes one byte to the reaper pipe; the main loop
- * polls that pipe next to the listener and joins finished threads at once.
- * So handles never pile up (the textbook version keeps every pthread_t it
- * ever created), and the drain learns of the last exit within microseconds
- * instead of polling a counter.
+ * The record: every thread we start is counted in n_live from before it
+ * starts until it finishes, then sits on the finished list until main joins
+ * it.  A finishing thread writes one byte to the reaper pipe, which the main
+ * loop polls next to the listener, so it is joined at once.  Handles never
+ * pile up (the textbook version keeps every pthread_t it ever created), and
+ * the drain learns of the last exit within microseconds instead of polling.
+ * main needs no list of live threads: it never reaches into a connection;
+ * closing the force pipe is how it cuts them.
  */
 struct conn_thread {
     pthread_t thread;
-    int fd;                         /* the connection; handler closes it */
+    int fd;                         /* the connection; conn_serve closes it */
     struct server *srv;
-    struct conn_thread *prev, *next; /* live list (doubly linked), or
-                                        finished list (next only) */
+    struct conn_thread *next;       /* finished list */
 };
 
 struct server {
-    pthread_mutex_t lock;           /* guards the lists and n_live */
-    struct conn_thread *live;
-    struct conn_thread *finished;
-    size_t n_live;
-    int reap_r, reap_w;             /* reaper pipe: one byte per finished thread */
+    pthread_mutex_t lock;           /* guards n_live and finished */
+    size_t n_live;                  /* started and not yet finished */
+    struct conn_thread *finished;   /* finished, waiting to be joined */
+    int reap_r, reap_w;             /* reaper pipe: a byte per finished thread */
     int drain_w, force_w;           /* closing these starts each phase */
     pthread_attr_t attr;            /* small stacks, joinable */
     struct conn_env env;            /* what every handler sees */
@@ -441,12 +440,6 @@ static void *conn_thread_main(void *arg)
     conn_serve(t->fd, &srv->env);
 
     pthread_mutex_lock(&srv->lock);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        srv->live = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
     t->next = srv->finished;
     srv->finished = t;
     srv->n_live--;
@@ -478,6 +471,7 @@ static size_t reap_finished(struct server *srv)
     size_t n = 0;
     while (t) {
         struct conn_thread *next = t->next;
+        /* The thread has at most its return left to run: this is quick. */
         int rc = pthread_join(t->thread, NULL);
         if (rc != 0)
             fprintf(stderr, "server: pthread_join: %s\n", strerror(rc));
@@ -499,40 +493,32 @@ static size_t live_count(struct server *srv)
 /* Start a thread for fd, or answer 503 if we are at the cap or cannot. */
 static void start_conn_thread(struct server *srv, int fd)
 {
-    struct conn_thread *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        conn_reject_busy(fd);
-        return;
-    }
-    t->fd = fd;
-    t->srv = srv;
-
     pthread_mutex_lock(&srv->lock);
-    if (srv->n_live >= srv->max_conns) {
-        pthread_mutex_unlock(&srv->lock);
-        free(t);
+    bool full = srv->n_live >= srv->max_conns;
+    if (!full)
+        srv->n_live++;      /* counted before it runs, so it can't be missed */
+    pthread_mutex_unlock(&srv->lock);
+    if (full) {
         conn_reject_busy(fd);
         return;
     }
-    t->next = srv->live;
-    if (srv->live)
-        srv->live->prev = t;
-    srv->live = t;
-    srv->n_live++;
-    /* Created under the lock so that the thread cannot finish and unlink
-     * itself before it is linked; pthread_create does not wait for it. */
-    int rc = pthread_create(&t->thread, &srv->attr, conn_thread_main, t);
-    if (rc != 0) {
-        srv->live = t->next;
-        if (srv->live)
-            srv->live->prev = NULL;
-        srv->n_live--;
-    }
-    pthread_mutex_unlock(&srv->lock);
 
+    int rc = ENOMEM;
+    struct conn_thread *t = calloc(1, sizeof *t);
+    if (t != NULL) {
+        t->fd = fd;
+        t->srv = srv;
+        /* Each thread owns its own heap argument: never the address of a
+         * variable the next accept() overwrites. */
+        rc = pthread_create(&t->thread, &srv->attr, conn_thread_main, t);
+    }
     if (rc != 0) {
+        /* pthread_* return the error number; errno is not set. */
         fprintf(stderr, "server: pthread_create: %s\n", strerror(rc));
         free(t);
+        pthread_mutex_lock(&srv->lock);
+        srv->n_live--;
+        pthread_mutex_unlock(&srv->lock);
         conn_reject_busy(fd);
     }
 }
