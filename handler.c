@@ -38,6 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A new connection is not idle, even at shutdown, until this long after
+ * accept (see read_head). */
+#define FIRST_REQUEST_GRACE_MS 250
 /* An idle keep-alive connection is closed after this long. */
 #define KEEPALIVE_TIMEOUT_MS 30000
 /* A response the client does not read may stall this long. */
@@ -56,6 +59,7 @@ struct conn {
     char *buf;      /* request bytes received and not yet consumed */
     size_t len;     /* how many of them */
     bool cut;       /* force_fd fired: skip every courtesy, just close */
+    long long started_ms; /* now_ms() when we began serving it */
 };
 
 /* ------------------------------------------------------------------ */
@@ -684,10 +688,23 @@ static enum head_result read_head(struct conn *c, bool first,
 
         parse = false;
         long long wait_until = idle && !first ? now_ms() + KEEPALIVE_TIMEOUT_MS : deadline;
-        switch (wait_fd(c, POLLIN, idle, wait_until)) {
+        /*
+         * A connection accepted a moment ago has almost surely sent its
+         * request, which is still on the wire: closing it as idle would
+         * fail a client that did nothing wrong (and that, on a fresh
+         * connection, will not retry).  So drain ignores it for a short
+         * while; Go's net/http does the same (golang/go#22682).
+         */
+        long long grace_end = c->started_ms + FIRST_REQUEST_GRACE_MS;
+        bool in_grace = idle && first && now_ms() < grace_end;
+        if (in_grace && grace_end < wait_until)
+            wait_until = grace_end;
+        switch (wait_fd(c, POLLIN, idle && !in_grace, wait_until)) {
         case WAIT_READY:
             continue;
         case WAIT_TIMEOUT:
+            if (in_grace)
+                continue;   /* wait again, now watching drain_fd */
             return idle ? HEAD_END : HEAD_TIMEOUT;
         default:
             return HEAD_END;
@@ -1177,7 +1194,12 @@ static enum next serve_request(struct conn *c, struct http_request *req)
 
 void conn_serve(int fd, const struct conn_env *env)
 {
-    struct conn c = { .fd = fd, .env = env, .buf = malloc(HTTP_HEAD_MAX) };
+    struct conn c = {
+        .fd = fd,
+        .env = env,
+        .buf = malloc(HTTP_HEAD_MAX),
+        .started_ms = now_ms(),
+    };
 
     if (c.buf == NULL) {
         send_error_and_close(&c, 503, false);

@@ -49,6 +49,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +69,24 @@
  * (and frees a descriptor) sooner. */
 #define ACCEPT_PAUSE_MS 100
 
+static double now_s(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);  /* cannot fail */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A timeout for ppoll(); s < 0 gives a zero one (callers pass NULL then). */
+static struct timespec timespec_from_s(double s)
+{
+    struct timespec ts = { 0, 0 };
+    if (s > 0) {
+        ts.tv_sec = (time_t)s;
+        ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    }
+    return ts;
+}
+
 /* ------------------------------------------------------------------ */
 /* Signals: the only global state, because a handler can reach no other. */
 /* ------------------------------------------------------------------ */
@@ -80,6 +99,7 @@
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flags must be lock-free");
 static atomic_uint signals_received;    /* SIGINT/SIGTERM count so far */
 static atomic_int last_signal;          /* which one came last */
+static atomic_uint restarts_requested;  /* SIGHUP count so far */
 
 static void on_shutdown_signal(int sig)
 {
@@ -87,38 +107,53 @@ static void on_shutdown_signal(int sig)
     atomic_fetch_add(&signals_received, 1);
 }
 
-/*
- * Block SIGINT and SIGTERM in this thread (and so in every thread it will
- * create), install the handler, and return in *wait_mask the mask to use
- * while waiting: the old mask, with the two signals unblocked.
- */
-static int install_signal_handlers(sigset_t *wait_mask)
+static void on_restart_signal(int sig)
 {
-    sigset_t shutdown_signals;
+    (void)sig;
+    atomic_fetch_add(&restarts_requested, 1);
+}
+
+/*
+ * Block SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it
+ * will create) and install their handlers.  *orig_mask receives the mask we
+ * started with (a restarted server gets it back), *wait_mask the mask to
+ * use while waiting: the original one with the three signals unblocked.
+ */
+static int install_signal_handlers(sigset_t *orig_mask, sigset_t *wait_mask)
+{
+    sigset_t ours;
     struct sigaction sa;
     int rc;
 
-    sigemptyset(&shutdown_signals);
-    sigaddset(&shutdown_signals, SIGINT);
-    sigaddset(&shutdown_signals, SIGTERM);
+    sigemptyset(&ours);
+    sigaddset(&ours, SIGINT);
+    sigaddset(&ours, SIGTERM);
+    sigaddset(&ours, SIGHUP);
     /* pthread_sigmask returns the error number; it does not set errno. */
-    rc = pthread_sigmask(SIG_BLOCK, &shutdown_signals, wait_mask);
+    rc = pthread_sigmask(SIG_BLOCK, &ours, orig_mask);
     if (rc != 0) {
         fprintf(stderr, "server: pthread_sigmask: %s\n", strerror(rc));
         return -1;
     }
+    *wait_mask = *orig_mask;
     sigdelset(wait_mask, SIGINT);
     sigdelset(wait_mask, SIGTERM);
+    sigdelset(wait_mask, SIGHUP);
 
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_shutdown_signal;
-    /* Block both signals while the handler runs so one handler never
-     * interrupts the other.  No SA_RESTART: the point of the signal is to
-     * interrupt the wait, and ppoll() is never restarted anyway. */
-    sa.sa_mask = shutdown_signals;
+    /* Block all three while a handler runs so one never interrupts
+     * another.  No SA_RESTART: the point of the signal is to interrupt the
+     * wait, and ppoll() is never restarted anyway. */
+    sa.sa_mask = ours;
     sa.sa_flags = 0;
+    sa.sa_handler = on_shutdown_signal;
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
         perror("server: sigaction");
+        return -1;
+    }
+    sa.sa_handler = on_restart_signal;
+    if (sigaction(SIGHUP, &sa, NULL) != 0) {
+        perror("server: sigaction(SIGHUP)");
         return -1;
     }
 
@@ -292,12 +327,26 @@ static int parse_options(int argc, char **argv, struct options *o)
 /* The listening socket and the data directory                        */
 /* ------------------------------------------------------------------ */
 
+/* Write "HOST:PORT" (IPv6: "[HOST]:PORT") of a bound socket to name. */
+static int describe_socket(int fd, char *name, size_t cap)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&addr, len, host, sizeof host, port,
+                    sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return -1;
+    (void)snprintf(name, cap, addr.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+    return 0;
+}
+
 /*
- * Bind and listen on host:port.  Returns the socket and writes the address
- * actually bound (with the real port, for --port 0) to name; or returns -1
- * after a one-line error.
+ * Bind and listen on host:port.  Returns the socket, or -1 after a one-line
+ * error.
  */
-static int open_listener(const char *host, const char *port, char *name, size_t cap)
+static int open_listener(const char *host, const char *port)
 {
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC,
@@ -335,18 +384,6 @@ static int open_listener(const char *host, const char *port, char *name, size_t 
         fprintf(stderr, "server: listen on %s:%s: %s\n", host, port, strerror(errno));
         goto out_close;
     }
-
-    struct sockaddr_storage bound;
-    socklen_t len = sizeof bound;
-    char real_port[NI_MAXSERV];
-    if (getsockname(fd, (struct sockaddr *)&bound, &len) != 0 ||
-        getnameinfo((struct sockaddr *)&bound, len, NULL, 0, real_port,
-                    sizeof real_port, NI_NUMERICSERV) != 0) {
-        fprintf(stderr, "server: cannot read back the bound port\n");
-        goto out_close;
-    }
-    (void)snprintf(name, cap, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
-                   host, real_port);
     freeaddrinfo(ai);
     return fd;
 
@@ -355,6 +392,51 @@ out_close:
 out_free:
     freeaddrinfo(ai);
     return -1;
+}
+
+/*
+ * The systemd socket-activation convention (sd_listen_fds(3)): when
+ * LISTEN_PID is our pid and LISTEN_FDS is 1, descriptor 3 is a listening
+ * socket someone else bound for us: systemd, or the server we replace on
+ * SIGHUP.  Returns it, -1 when nothing was passed, or -2 after an error.
+ */
+#define LISTEN_FDS_START 3
+
+static int inherited_listener(void)
+{
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    long long v;
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+
+    /* LISTEN_PID guards against variables meant for another process that
+     * leaked into our environment. */
+    if (pid == NULL || fds == NULL || parse_integer(pid, 1, INT_MAX, &v) != 0 ||
+        (pid_t)v != getpid())
+        return -1;
+    if (strcmp(fds, "1") != 0) {
+        fprintf(stderr, "server: LISTEN_FDS=%s: want exactly one listening socket\n", fds);
+        return -2;
+    }
+    int fd = LISTEN_FDS_START;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) {
+        fprintf(stderr, "server: LISTEN_FDS: descriptor %d is not a listening socket\n", fd);
+        return -2;
+    }
+    /* Inherited descriptors come without our flags.  O_NONBLOCK is shared
+     * with whoever else holds the socket, which wants it too. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        perror("server: fcntl on the inherited socket");
+        return -2;
+    }
+    /* As sd_listen_fds(3) does: our children must not take these as theirs. */
+    (void)unsetenv("LISTEN_PID");
+    (void)unsetenv("LISTEN_FDS");
+    (void)unsetenv("LISTEN_FDNAMES");
+    return fd;
 }
 
 /* Create the data directory if missing and open it: uploads then work on
@@ -569,39 +651,296 @@ static bool accept_pending(struct server *srv, int listen_fd)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* Hot restart on SIGHUP                                              */
+/* ------------------------------------------------------------------ */
+
 /*
- * Serve until SIGINT or SIGTERM.  The signals are blocked everywhere except
- * inside ppoll(), which installs wait_mask and waits in one atomic step, so
- * a signal landing after the while-condition but before the wait is not
- * lost (the race a plain poll() or accept() loop has).
+ * SIGHUP starts our binary again, from the path we were started from (so a
+ * newly deployed version is picked up) and with our arguments, and hands it
+ * the listening socket as descriptor 3 with LISTEN_FDS=1 and LISTEN_PID set
+ * for it alone: the socket-activation convention, so the same start-up code
+ * serves systemd.  The listener is never closed while either process holds
+ * it, so no connection waiting in the backlog is ever reset: both processes
+ * accept from the one queue until the old one stops.
+ *
+ * The new process says it can accept by writing one byte to a pipe whose
+ * descriptor it finds in GRACEFUL_READY_FD.  A pipe answers both questions:
+ * a byte means ready; EOF without a byte means it died, or exec failed,
+ * before that.  Only on the byte does the old process stop accepting and
+ * drain exactly as on SIGTERM; on EOF it logs why and goes on serving.
  */
-static int accept_loop(struct server *srv, int listen_fd, const sigset_t *wait_mask)
+#define READY_FD_ENV "GRACEFUL_READY_FD"
+#define RESTART_READY_TIMEOUT_S 30.0
+
+/* What exec needs, prepared at start-up. */
+struct self_exec {
+    char path[PATH_MAX];    /* empty when it could not be found */
+    char **argv;            /* main's argv: the same arguments again */
+    sigset_t orig_mask;     /* the signal mask we were started with */
+};
+
+struct restart {
+    pid_t pid;              /* the new process; 0 when none is starting */
+    int ready_r;            /* read end of its readiness pipe, or -1 */
+    double deadline;        /* when we stop waiting for it */
+};
+
+/*
+ * argv[0] as we were started (we never chdir, so a relative path stays
+ * right), or its match on PATH when started by bare name.  Not
+ * /proc/self/exe: that names the file we are running, which a deploy has
+ * just replaced with the version we want.
+ */
+static void find_self(const char *argv0, char *out, size_t cap)
 {
-    enum { LISTENER, REAPER };
-    struct pollfd fds[2] = {
+    out[0] = '\0';
+    if (strchr(argv0, '/') != NULL) {
+        (void)snprintf(out, cap, "%s", argv0);
+        return;
+    }
+    const char *dirs = getenv("PATH");
+    while (dirs != NULL && *dirs != '\0') {
+        size_t len = strcspn(dirs, ":");
+        (void)snprintf(out, cap, "%.*s/%s", (int)len, dirs, argv0);
+        if (access(out, X_OK) == 0)
+            return;
+        dirs += len + (dirs[len] == ':');
+    }
+    out[0] = '\0';
+}
+
+/* Our environment minus any socket-activation variables, plus the new
+ * process's: LISTEN_FDS=1, listen_pid and ready_var.  NULL if out of memory. */
+static char **restart_environment(char *listen_pid, char *ready_var)
+{
+    extern char **environ;
+    static const char *const drop[] = {
+        "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", READY_FD_ENV "=",
+    };
+    static char listen_fds[] = "LISTEN_FDS=1";
+    size_t n = 0, k = 0;
+
+    while (environ[n] != NULL)
+        n++;
+    char **envp = calloc(n + 4, sizeof *envp);
+    if (envp == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        bool keep = true;
+        for (size_t d = 0; d < sizeof drop / sizeof drop[0]; d++)
+            if (strncmp(environ[i], drop[d], strlen(drop[d])) == 0)
+                keep = false;
+        if (keep)
+            envp[k++] = environ[i];
+    }
+    envp[k++] = listen_fds;
+    envp[k++] = listen_pid;
+    envp[k++] = ready_var;
+    envp[k] = NULL;
+    return envp;
+}
+
+/*
+ * In the child, between fork() and exec.  fork() copied one thread of a
+ * multi-threaded process, with every lock the others held (malloc's,
+ * stdio's) frozen in whatever state it was in; only async-signal-safe
+ * functions are allowed until exec.  So no malloc and no printf here: the
+ * environment was built before fork(), and our pid, known only now, is
+ * written into it by hand.
+ */
+static void exec_new_server(const struct self_exec *self, int listen_fd, int ready_w,
+                            char *pid_digits, char **envp)
+{
+    char tmp[16];
+    size_t n = 0;
+    for (pid_t pid = getpid(); pid > 0 && n < sizeof tmp; pid /= 10)
+        tmp[n++] = (char)('0' + pid % 10);
+    while (n > 0)
+        *pid_digits++ = tmp[--n];
+    *pid_digits = '\0';
+
+    /* dup2() gives the copy no FD_CLOEXEC; if the listener is already 3,
+     * clear the flag by hand.  Every other descriptor we own is
+     * close-on-exec and vanishes at exec, as the new process expects. */
+    if (listen_fd == LISTEN_FDS_START) {
+        if (fcntl(listen_fd, F_SETFD, 0) != 0)
+            _exit(126);
+    } else if (dup2(listen_fd, LISTEN_FDS_START) < 0) {
+        _exit(126);
+    }
+    if (fcntl(ready_w, F_SETFD, 0) != 0)
+        _exit(126);
+    /* The child is single-threaded now, so sigprocmask is the right call. */
+    (void)sigprocmask(SIG_SETMASK, &self->orig_mask, NULL);
+    execve(self->path, self->argv, envp);
+    _exit(127);     /* the old server sees EOF on the pipe and carries on */
+}
+
+static void restart_begin(struct restart *r, const struct self_exec *self, int listen_fd)
+{
+    int p[2];
+
+    if (self->path[0] == '\0') {
+        fprintf(stderr, "SIGHUP: cannot restart: the path of this binary is unknown\n");
+        return;
+    }
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        perror("server: restart: pipe");
+        return;
+    }
+    /* Keep the write end above descriptor 3, where dup2() puts the
+     * listener in the child. */
+    int ready_w = fcntl(p[1], F_DUPFD_CLOEXEC, LISTEN_FDS_START + 1);
+    (void)close(p[1]);
+    if (ready_w < 0) {
+        perror("server: restart: fcntl");
+        (void)close(p[0]);
+        return;
+    }
+    char listen_pid[32] = "LISTEN_PID=";   /* the child appends its pid */
+    char ready_var[48];
+    (void)snprintf(ready_var, sizeof ready_var, "%s=%d", READY_FD_ENV, ready_w);
+    char **envp = restart_environment(listen_pid, ready_var);
+    pid_t pid = envp ? fork() : -1;
+    if (pid == 0)
+        exec_new_server(self, listen_fd, ready_w, listen_pid + strlen(listen_pid), envp);
+    int fork_errno = envp ? errno : ENOMEM;
+    free(envp);
+    (void)close(ready_w);
+    if (pid < 0) {
+        fprintf(stderr, "SIGHUP: cannot restart: %s\n", strerror(fork_errno));
+        (void)close(p[0]);
+        return;
+    }
+    r->pid = pid;
+    r->ready_r = p[0];
+    r->deadline = now_s() + RESTART_READY_TIMEOUT_S;
+    fprintf(stderr, "SIGHUP: started %s as pid %d; waiting until it is ready\n",
+            self->path, (int)pid);
+}
+
+/* The new process did not make it: reap it and go on serving. */
+static void restart_abandon(struct restart *r, const char *why)
+{
+    int status = 0;
+
+    /* Harmless if it has exited already (a zombie ignores signals), and it
+     * makes the waitpid below certain to return. */
+    (void)kill(r->pid, SIGKILL);
+    while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(status))
+        fprintf(stderr, "restart failed: new server (pid %d) %s, exit status %d; still serving\n",
+                (int)r->pid, why, WEXITSTATUS(status));
+    else
+        fprintf(stderr, "restart failed: new server (pid %d) %s, killed by signal %d; "
+                "still serving\n", (int)r->pid, why,
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    (void)close(r->ready_r);
+    r->pid = 0;
+    r->ready_r = -1;
+}
+
+/* The readiness pipe is readable: true if the new process is ready. */
+static bool restart_ready(struct restart *r)
+{
+    char byte;
+    ssize_t n = read(r->ready_r, &byte, 1);
+
+    if (n == 1) {
+        fprintf(stderr, "new server (pid %d) is ready; handing over\n", (int)r->pid);
+        (void)close(r->ready_r);
+        r->ready_r = -1;
+        return true;
+    }
+    restart_abandon(r, "exited before it was ready");
+    return false;
+}
+
+/* Run in a server started with an inherited listener: tell the server we
+ * replace that we can accept.  Only then does it stop accepting. */
+static void tell_old_server_ready(void)
+{
+    const char *v = getenv(READY_FD_ENV);
+    long long fd;
+
+    if (v == NULL || parse_integer(v, LISTEN_FDS_START + 1, INT_MAX, &fd) != 0)
+        return;
+    (void)unsetenv(READY_FD_ENV);
+    if (write((int)fd, "R", 1) != 1)
+        perror("server: telling the old server we are ready");
+    (void)close((int)fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* The accept loop                                                    */
+/* ------------------------------------------------------------------ */
+
+enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
+
+/*
+ * Serve until SIGINT or SIGTERM, or until a server started on SIGHUP is
+ * ready to take over.  The signals are blocked everywhere except inside
+ * ppoll(), which installs wait_mask and waits in one atomic step, so a
+ * signal landing after the while-condition but before the wait is not lost
+ * (the race a plain poll() or accept() loop has).
+ */
+static enum loop_end accept_loop(struct server *srv, int listen_fd,
+                                 const struct self_exec *self, const sigset_t *wait_mask)
+{
+    enum { LISTENER, REAPER, READY };
+    struct pollfd fds[3] = {
         [LISTENER] = { .fd = listen_fd, .events = POLLIN },
         [REAPER] = { .fd = srv->reap_r, .events = POLLIN },
+        [READY] = { .fd = -1, .events = POLLIN },
     };
-    const struct timespec pause = { .tv_sec = 0, .tv_nsec = ACCEPT_PAUSE_MS * 1000000L };
+    struct restart restart = { .pid = 0, .ready_r = -1 };
+    unsigned restarts_seen = 0;
     bool paused = false;
 
     while (atomic_load(&signals_received) == 0) {
+        unsigned hups = atomic_load(&restarts_requested);
+        if (hups != restarts_seen) {
+            restarts_seen = hups;
+            if (restart.pid != 0)
+                fprintf(stderr, "SIGHUP: a restart is already in progress; ignored\n");
+            else
+                restart_begin(&restart, self, listen_fd);
+        }
+
         /* poll() ignores negative descriptors: that is how we pause. */
         fds[LISTENER].fd = paused ? -1 : listen_fd;
-        int n = ppoll(fds, 2, paused ? &pause : NULL, wait_mask);
+        fds[READY].fd = restart.ready_r;
+        double wait_s = paused ? ACCEPT_PAUSE_MS / 1000.0 : -1;
+        if (restart.pid != 0) {
+            double left = restart.deadline - now_s();
+            if (wait_s < 0 || left < wait_s)
+                wait_s = left > 0 ? left : 0;
+        }
+        struct timespec timeout = timespec_from_s(wait_s);
+        int n = ppoll(fds, 3, wait_s >= 0 ? &timeout : NULL, wait_mask);
         if (n < 0) {
             if (errno == EINTR)
-                continue;   /* our signal: the loop condition sees it */
+                continue;   /* one of our signals: the loop sees it */
             perror("server: ppoll");
-            return -1;
+            return LOOP_ERROR;
         }
         paused = false;     /* timed out, or a thread ended and freed an fd */
         if (fds[REAPER].revents & POLLIN)
             reap_finished(srv);
+        if (fds[READY].revents && restart_ready(&restart))
+            return LOOP_HANDED_OVER;
+        if (restart.pid != 0 && now_s() >= restart.deadline)
+            restart_abandon(&restart, "was not ready in time");
         if (fds[LISTENER].revents & POLLIN)
             paused = accept_pending(srv, listen_fd);
     }
-    return 0;
+    /* Asked to stop while a successor was starting: stop it too, or it
+     * would start serving after the operator said stop. */
+    if (restart.pid != 0)
+        restart_abandon(&restart, "was stopped: shutdown requested");
+    return LOOP_SIGNAL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -609,13 +948,6 @@ static int accept_loop(struct server *srv, int listen_fd, const sigset_t *wait_m
 /* ------------------------------------------------------------------ */
 
 enum drain_end { DRAIN_DONE, DRAIN_DEADLINE, DRAIN_SECOND_SIGNAL };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);  /* cannot fail */
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /*
  * Join threads as they finish until none are left, the grace period ends,
@@ -637,10 +969,7 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
         double left = deadline - now_s();
         if (left <= 0)
             return DRAIN_DEADLINE;
-        struct timespec timeout = {
-            .tv_sec = (time_t)left,
-            .tv_nsec = (long)((left - (double)(time_t)left) * 1e9),
-        };
+        struct timespec timeout = timespec_from_s(left);
         if (ppoll(&reaper, 1, &timeout, wait_mask) < 0 && errno != EINTR) {
             perror("server: ppoll");
             return DRAIN_DEADLINE;
@@ -748,6 +1077,7 @@ int main(int argc, char **argv)
 {
     struct options opt;
     struct server srv;
+    struct self_exec self = { .argv = argv };
     sigset_t wait_mask;
     char address[128];
     int listen_fd, data_dir_fd;
@@ -757,8 +1087,9 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Before any thread exists: see step 1 at the top of this file. */
-    if (install_signal_handlers(&wait_mask) != 0)
+    if (install_signal_handlers(&self.orig_mask, &wait_mask) != 0)
         return 1;
+    find_self(argv[0], self.path, sizeof self.path);
     raise_fd_limit(opt.max_conns);
     data_dir_fd = open_data_dir(opt.data_dir);
     if (data_dir_fd < 0)
@@ -766,8 +1097,18 @@ int main(int argc, char **argv)
     int stale = uploads_remove_stale(data_dir_fd);
     if (stale > 0)
         fprintf(stderr, "removed %d unfinished upload(s) left by a killed server\n", stale);
-    listen_fd = open_listener(opt.host, opt.port, address, sizeof address);
-    if (listen_fd < 0) {
+
+    /* A socket handed to us (systemd, or the server we replace) wins over
+     * --host/--port: binding those would fail while the other holds them. */
+    listen_fd = inherited_listener();
+    bool inherited = listen_fd >= 0;
+    if (listen_fd == -1)
+        listen_fd = open_listener(opt.host, opt.port);
+    if (listen_fd < 0 || describe_socket(listen_fd, address, sizeof address) != 0) {
+        if (listen_fd >= 0) {
+            perror("server: getsockname");
+            (void)close(listen_fd);
+        }
         (void)close(data_dir_fd);
         return 1;
     }
@@ -777,15 +1118,30 @@ int main(int argc, char **argv)
         return 1;
     }
     /* The readiness line: tests and scripts wait for it. */
-    fprintf(stderr, "listening on %s\n", address);
+    fprintf(stderr, "listening on %s%s\n", address, inherited ? " (inherited socket)" : "");
+    if (inherited)
+        tell_old_server_ready();
 
-    if (accept_loop(&srv, listen_fd, &wait_mask) != 0)
-        atomic_fetch_add(&signals_received, 1);     /* treat as a shutdown request */
+    const char *reason;
+    switch (accept_loop(&srv, listen_fd, &self, &wait_mask)) {
+    case LOOP_HANDED_OVER:
+        reason = "SIGHUP";
+        break;
+    case LOOP_SIGNAL:
+        reason = signal_name(atomic_load(&last_signal));
+        break;
+    case LOOP_ERROR:
+    default:
+        reason = "an accept loop error";
+        break;
+    }
 
-    /* Step 4: refuse new clients now rather than leave them in the backlog. */
+    /* Step 4: refuse new clients now rather than leave them in the backlog.
+     * After a hand-over the new server holds the socket too, so for
+     * clients nothing closes: the queue just has one reader fewer. */
     (void)close(listen_fd);
     fprintf(stderr, "shutdown requested by %s; draining %zu connection(s), grace %g s\n",
-            signal_name(atomic_load(&last_signal)), live_count(&srv), opt.grace_s);
+            reason, live_count(&srv), opt.grace_s);
 
     /* Step 5: broadcast "drain" to every handler by closing the write end. */
     (void)close(srv.drain_w);
