@@ -69,13 +69,48 @@ def temp_uploads(directory):
     return [n for n in os.listdir(directory) if n.startswith(".upload-")]
 
 
+def tree_state(root):
+    """Every entry under root (root included) -> (type, size, mtime_ns).
+
+    Comparing two snapshots shows any file created, removed or written
+    anywhere in the tree, and (through directory mtimes) a file that was
+    created and removed again in between."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [""] + dirnames + filenames:
+            p = os.path.join(dirpath, name) if name else dirpath
+            st = os.lstat(p)
+            kind = "d" if os.path.isdir(p) and not os.path.islink(p) else "f"
+            size = 0 if kind == "d" else st.st_size
+            state[os.path.relpath(p, root)] = (kind, size, st.st_mtime_ns)
+    return state
+
+
+def proc_status(pid, field):
+    """A field of /proc/PID/status as its first word (e.g. 'VmSize' -> kB)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split()[1]
+    raise KeyError(field)
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()   # fields from 3 (state) on
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------
 # the server process
 
 class Server:
     """A running ./server with its stderr collected line by line."""
 
-    def __init__(self, args, data_dir):
+    def __init__(self, args, data_dir, preexec_fn=None):
         require_binary()
         self.args = [SERVER_BIN, *args]
         self.data_dir = Path(data_dir)
@@ -86,7 +121,8 @@ class Server:
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE,
+                                     preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self._err_thread = threading.Thread(
             target=self._pump, args=(self.proc.stderr, self._lines), daemon=True)
@@ -211,18 +247,20 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(*extra_args, data_dir=None, wait=True) -> Server.
+    """Factory: start_server(*extra_args, data_dir=None, wait=True,
+    preexec_fn=None) -> Server.
 
+    preexec_fn runs in the child before exec (e.g. to set resource limits).
     Always adds --host 127.0.0.1 --port 0 --data-dir DIR; waits for the
     listening line and fills in server.port.  Leftover servers are SIGKILLed
     at teardown and their stderr printed (shown on failure).
     """
     servers = []
 
-    def start(*extra, data_dir=None, wait=True, port="0"):
+    def start(*extra, data_dir=None, wait=True, port="0", preexec_fn=None):
         d = Path(data_dir) if data_dir is not None else tmp_path / "data"
         args = ["--host", HOST, "--port", str(port), "--data-dir", str(d), *extra]
-        srv = Server(args, d)
+        srv = Server(args, d, preexec_fn=preexec_fn)
         servers.append(srv)
         if wait:
             m = srv.wait_line(LISTENING_RE, timeout=5.0)
@@ -301,6 +339,16 @@ class Conn:
 
     def send(self, data):
         self.sock.sendall(data)
+
+    def send_tolerant(self, data):
+        """Send what the server will take: a server that answers and closes
+        before reading everything makes sendall fail; the answer is still
+        readable, so that is not an error here.  Returns True if all was sent."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
 
     def send_request(self, method, target, **kw):
         self.send(build_request(method, target, **kw))
