@@ -37,10 +37,13 @@ def subreaper():
 class Family:
     """A server and the successors it starts on SIGHUP."""
 
-    def __init__(self, binary, data_dir, *extra):
+    def __init__(self, binary, data_dir, *extra, argv0=None):
+        # argv0: the path the server believes it was started from, and so
+        # the one it runs again on SIGHUP.
         self.proc = subprocess.Popen(
-            [str(binary), "--host", HOST, "--port", "0", "--data-dir", str(data_dir), *extra],
-            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [str(argv0 or binary), "--host", HOST, "--port", "0", "--data-dir", str(data_dir),
+             *extra],
+            executable=str(binary), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.pids = [self.proc.pid]
         self.lines = []
         self.cond = threading.Condition()
@@ -116,11 +119,11 @@ def family(tmp_path):
     in tmp_path (so a test can replace it, as a deploy would)."""
     made = []
 
-    def start(*extra, binary=None):
+    def start(*extra, binary=None, argv0=None):
         if binary is None:
             binary = tmp_path / "server"
             shutil.copy2(SERVER_BIN, binary)
-        f = Family(binary, tmp_path / "data", *extra)
+        f = Family(binary, tmp_path / "data", *extra, argv0=argv0)
         made.append(f)
         return f
 
@@ -344,15 +347,14 @@ def test_second_sighup_during_restart_is_ignored(family, tmp_path):
     real = tmp_path / "server.real"
     shutil.copy2(SERVER_BIN, real)
     gate = tmp_path / "gate"
-    gate.touch()
     wrapper = tmp_path / "server"
     # A slow deploy: the new server starts only once the test opens the gate.
     wrapper.write_text(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.01; done\n'
                        f'exec "{real}" "$@"\n')
     wrapper.chmod(0o755)
-    fam = family(binary=wrapper)
+    # Started as the wrapper's path, so SIGHUP runs the wrapper.
+    fam = family(binary=real, argv0=wrapper)
 
-    gate.unlink()
     start = len(fam.lines)
     os.kill(fam.pid, signal.SIGHUP)
     i, m = fam.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
