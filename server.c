@@ -38,6 +38,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -49,6 +50,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -873,6 +875,38 @@ static void tell_old_server_ready(void)
     (void)close((int)fd);
 }
 
+/*
+ * systemd's readiness protocol (sd_notify(3)) without libsystemd: one
+ * datagram to the AF_UNIX socket named in NOTIFY_SOCKET.  MAINPID= matters
+ * after a hot restart: the new server is the old one's child, and without
+ * it systemd would take the old one's exit for the service stopping.
+ */
+static void notify_systemd_ready(void)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    char msg[64];
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@'))
+        return;
+    size_t len = strlen(path);
+    if (len >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, path, len);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0';     /* the abstract namespace */
+    int n = snprintf(msg, sizeof msg, "READY=1\nMAINPID=%ld", (long)getpid());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        perror("server: socket(AF_UNIX)");
+        return;
+    }
+    if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        perror("server: notifying systemd");
+    (void)close(fd);
+}
+
 /* ------------------------------------------------------------------ */
 /* The accept loop                                                    */
 /* ------------------------------------------------------------------ */
@@ -1119,6 +1153,9 @@ int main(int argc, char **argv)
     }
     /* The readiness line: tests and scripts wait for it. */
     fprintf(stderr, "listening on %s%s\n", address, inherited ? " (inherited socket)" : "");
+    /* systemd first: by the time the old server exits, systemd must
+     * already follow this one. */
+    notify_systemd_ready();
     if (inherited)
         tell_old_server_ready();
 

@@ -37,13 +37,14 @@ def subreaper():
 class Family:
     """A server and the successors it starts on SIGHUP."""
 
-    def __init__(self, binary, data_dir, *extra, argv0=None):
+    def __init__(self, binary, data_dir, *extra, argv0=None, env=None):
         # argv0: the path the server believes it was started from, and so
         # the one it runs again on SIGHUP.
         self.proc = subprocess.Popen(
             [str(argv0 or binary), "--host", HOST, "--port", "0", "--data-dir", str(data_dir),
              *extra],
-            executable=str(binary), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            executable=str(binary), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env)
         self.pids = [self.proc.pid]
         self.lines = []
         self.cond = threading.Condition()
@@ -119,11 +120,11 @@ def family(tmp_path):
     in tmp_path (so a test can replace it, as a deploy would)."""
     made = []
 
-    def start(*extra, binary=None, argv0=None):
+    def start(*extra, binary=None, argv0=None, env=None):
         if binary is None:
             binary = tmp_path / "server"
             shutil.copy2(SERVER_BIN, binary)
-        f = Family(binary, tmp_path / "data", *extra, argv0=argv0)
+        f = Family(binary, tmp_path / "data", *extra, argv0=argv0, env=env)
         made.append(f)
         return f
 
@@ -369,6 +370,23 @@ def test_second_sighup_during_restart_is_ignored(family, tmp_path):
     assert fam.wait_exit(fam.proc.pid) == 0
     assert sum(1 for l in fam.lines if l.startswith("SIGHUP: started")) == 1
     assert get(fam.port)[0] == 200
+
+
+def test_systemd_notify_ready_and_new_main_pid(family, tmp_path):
+    """With NOTIFY_SOCKET set, the server sends READY=1 and MAINPID= once it
+    accepts, and so does its successor after SIGHUP, before the old exits."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    try:
+        fam = family(env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        assert notify.recv(256) == f"READY=1\nMAINPID={fam.pid}".encode()
+        old = fam.pid
+        assert fam.restart() == 0
+        assert fam.pid != old
+        assert notify.recv(256) == f"READY=1\nMAINPID={fam.pid}".encode()
+    finally:
+        notify.close()
 
 
 def start_with_socket(sock, listen_pid, data_dir, port):
