@@ -332,7 +332,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 /* Write "HOST:PORT" (IPv6: "[HOST]:PORT") of a bound socket to name. */
 static int describe_socket(int fd, char *name, size_t cap)
 {
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr = { .ss_family = AF_UNSPEC };
     socklen_t len = sizeof addr;
     char host[NI_MAXHOST], port[NI_MAXSERV];
 
