@@ -25,6 +25,9 @@
  *   7. Force, if needed: close the force pipe; every wait in every handler
  *      wakes, cuts its connection and returns.  Join the rest.
  *   8. Exit 0 if every connection finished on its own, 1 if any was cut.
+ *
+ * SIGHUP is a hot restart: a new process takes over the listening socket,
+ * and once it is ready this one continues from step 4 (see "Hot restart").
  */
 #define _GNU_SOURCE /* ppoll, accept4, pipe2 (Linux and the BSDs; POSIX.1-2024) */
 
@@ -38,12 +41,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
