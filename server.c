@@ -18,8 +18,9 @@
  *      and the loop ends.
  *   4. Stop accepting: close the listener, so new clients are refused at
  *      once instead of waiting in a backlog nobody will read.
- *   5. Drain: close the drain pipe.  Idle connections see it and close;
- *      busy ones finish their request and answer with Connection: close.
+ *   5. Drain: set the draining flag, then close the drain pipe.  Idle
+ *      connections see the pipe and close; busy ones finish their request
+ *      and, seeing the flag, answer with Connection: close.
  *   6. Wait: join connection threads as each one finishes, until none are
  *      left, the grace period ends, or a second signal arrives.
  *   7. Force, if needed: close the force pipe; every wait in every handler
@@ -38,8 +39,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -49,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,7 +63,9 @@
  * Each connection thread's stack.  The default (8 MiB of address space)
  * would cap us at a few thousand threads on a 32-bit system and wastes
  * address space everywhere; handlers keep big buffers on the heap, so a
- * small stack is plenty.  Sanitizers need more, hence the override.
+ * small stack is plenty (the deepest path measured touches two pages, one
+ * of them glibc's thread descriptor and TLS).  Only the pages a thread
+ * touches become resident.  Sanitizers need more, hence the override.
  */
 #ifndef CONN_STACK_SIZE
 #define CONN_STACK_SIZE ((size_t)256 * 1024)
@@ -504,7 +506,8 @@ struct conn_thread {
     pthread_t thread;
     int fd;                         /* the connection; conn_serve closes it */
     struct server *srv;
-    struct conn_thread *next;       /* finished list */
+    struct conn_thread *next;       /* finished list, or spare list */
+    char *stack;                    /* a guard page, then CONN_STACK_SIZE */
 };
 
 struct server {
@@ -513,10 +516,88 @@ struct server {
     struct conn_thread *finished;   /* finished, waiting to be joined */
     int reap_r, reap_w;             /* reaper pipe: a byte per finished thread */
     int drain_w, force_w;           /* closing these starts each phase */
-    pthread_attr_t attr;            /* small stacks, joinable */
+    atomic_bool draining;           /* set just before drain_w is closed */
+    struct conn_thread *spare;      /* joined; kept with their stacks */
+    size_t n_spare;                 /* spare and n_spare are main's alone */
+    size_t page_size;
+    pthread_attr_t attr;            /* joinable; the stack is set per thread */
     struct conn_env env;            /* what every handler sees */
     size_t max_conns;
 };
+
+/*
+ * Thread stacks are ours, not glibc's.  glibc would hand out stacks from
+ * its cache and, at every thread exit, madvise(MADV_DONTNEED) the unused
+ * part of the stack.  When threads exit on both cores at once, the kernel
+ * turns those calls into TLB flushes of every core (inter-processor
+ * interrupts); glibc also unmaps the stacks that overflow its 40 MiB
+ * cache, with the same effect.  A stack given with pthread_attr_setstack
+ * glibc neither advises nor unmaps, so we keep each joined thread's
+ * record, stack included, for the next connection: once warm, starting a
+ * connection thread maps nothing and ending one unmaps nothing.  Measured
+ * against glibc's stacks: 7% less CPU per connection with a connection per
+ * request (bench figure 2), a third less CPU and a quarter less time for
+ * the 1000-connection shutdown (figure 4).  What glibc did that we must do
+ * ourselves: the guard page, the lowest page of each stack, PROT_NONE so
+ * that an overflow faults instead of writing over whatever lies below.
+ */
+#define SPARE_THREADS_MAX 256
+
+/* A guard page and CONN_STACK_SIZE bytes above it; NULL if out of memory. */
+static char *stack_map(size_t page_size)
+{
+    char *m = mmap(NULL, page_size + CONN_STACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (mprotect(m, page_size, PROT_NONE) != 0) {
+        (void)munmap(m, page_size + CONN_STACK_SIZE);
+        return NULL;
+    }
+    return m;
+}
+
+/* A record with a stack for a new thread, spare or new; NULL if out of memory. */
+static struct conn_thread *conn_thread_get(struct server *srv)
+{
+    struct conn_thread *t = srv->spare;
+
+    if (t != NULL) {
+        srv->spare = t->next;
+        srv->n_spare--;
+        return t;
+    }
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->stack = stack_map(srv->page_size);
+    if (t->stack == NULL) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/*
+ * Keep a joined thread's record and stack for the next connection, up to
+ * SPARE_THREADS_MAX of them (a spare stack keeps the pages its threads
+ * touched, 8 KiB, so at most 2 MiB): beyond that, a burst of connections
+ * would hold its peak of stacks for good.  While draining every one is
+ * kept: nothing is started any more, and the exit that follows frees the
+ * address space in one go, where unmapping 1000 stacks one by one cost
+ * 10 ms of the 1000-connection shutdown.
+ */
+static void conn_thread_put(struct server *srv, struct conn_thread *t)
+{
+    if (srv->n_spare >= SPARE_THREADS_MAX && !atomic_load(&srv->draining)) {
+        (void)munmap(t->stack, srv->page_size + CONN_STACK_SIZE);
+        free(t);
+        return;
+    }
+    t->next = srv->spare;
+    srv->spare = t;
+    srv->n_spare++;
+}
 
 static void *conn_thread_main(void *arg)
 {
@@ -561,7 +642,7 @@ static size_t reap_finished(struct server *srv)
         int rc = pthread_join(t->thread, NULL);
         if (rc != 0)
             fprintf(stderr, "server: pthread_join: %s\n", strerror(rc));
-        free(t);
+        conn_thread_put(srv, t);
         t = next;
         n++;
     }
@@ -589,19 +670,24 @@ static void start_conn_thread(struct server *srv, int fd)
         return;
     }
 
-    int rc = ENOMEM;
-    struct conn_thread *t = calloc(1, sizeof *t);
+    /* No record or stack: pthread_create's own answer when it cannot
+     * allocate a stack. */
+    int rc = EAGAIN;
+    struct conn_thread *t = conn_thread_get(srv);
     if (t != NULL) {
         t->fd = fd;
         t->srv = srv;
+        rc = pthread_attr_setstack(&srv->attr, t->stack + srv->page_size, CONN_STACK_SIZE);
         /* Each thread owns its own heap argument: never the address of a
          * variable the next accept() overwrites. */
-        rc = pthread_create(&t->thread, &srv->attr, conn_thread_main, t);
+        if (rc == 0)
+            rc = pthread_create(&t->thread, &srv->attr, conn_thread_main, t);
     }
     if (rc != 0) {
         /* pthread_* return the error number; errno is not set. */
         fprintf(stderr, "server: pthread_create: %s\n", strerror(rc));
-        free(t);
+        if (t != NULL)
+            conn_thread_put(srv, t);
         pthread_mutex_lock(&srv->lock);
         srv->n_live--;
         pthread_mutex_unlock(&srv->lock);
@@ -614,14 +700,26 @@ static void start_conn_thread(struct server *srv, int fd)
 /* ------------------------------------------------------------------ */
 
 /*
- * Accept every connection waiting in the backlog.  Returns true when
- * accepting must pause because we are out of descriptors: the pending
- * connection stays in the backlog and the listener stays readable, so
- * polling it again at once would spin at 100% CPU.
+ * At most this many accepts before the loop polls again, and so also
+ * joins the threads that finished meanwhile.  Unbounded, a client that
+ * reconnects as fast as we accept (ab -c8) keeps the backlog from ever
+ * emptying; no thread is joined for that long, and each finished one holds
+ * its stack, which then stays as a spare: RSS grew 1.3 MiB over 1,000,000
+ * connections (bench figure 8), against 0.1 MiB with the bound.  The price
+ * is one more ppoll() per batch.
+ */
+#define ACCEPT_BATCH 16
+
+/*
+ * Accept the connections waiting in the backlog, up to ACCEPT_BATCH.
+ * Returns true when accepting must pause because we are out of
+ * descriptors: the pending connection stays in the backlog and the
+ * listener stays readable, so polling it again at once would spin at 100%
+ * CPU.
  */
 static bool accept_pending(struct server *srv, int listen_fd)
 {
-    for (;;) {
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             switch (errno) {
@@ -645,14 +743,11 @@ static bool accept_pending(struct server *srv, int listen_fd)
                 return false;
             }
         }
-        /* Responses leave in whole writes, so Nagle's delay only ever hurts
-         * (the tail of a large file would wait for an ACK). */
-        int one = 1;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
-            /* Harmless: only latency suffers. */
-        }
+        /* No TCP_NODELAY here: handler.c sets it on the connections that
+         * need it, at their second write (see before_write there). */
         start_conn_thread(srv, fd);
     }
+    return false;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1045,6 +1140,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
     int rc;
 
     memset(srv, 0, sizeof *srv);
+    atomic_init(&srv->draining, false);
     /* O_NONBLOCK on the reaper: neither a worker's write nor main's
      * emptying read may ever block. */
     if (pipe2(reap, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -1060,8 +1156,6 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         goto out_drain;
     }
     rc = pthread_attr_init(&srv->attr);
-    if (rc == 0)
-        rc = pthread_attr_setstacksize(&srv->attr, CONN_STACK_SIZE);
     if (rc != 0) {
         fprintf(stderr, "server: pthread_attr: %s\n", strerror(rc));
         goto out_force;
@@ -1072,6 +1166,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         pthread_attr_destroy(&srv->attr);
         goto out_force;
     }
+    srv->page_size = (size_t)sysconf(_SC_PAGESIZE);
     srv->reap_r = reap[0];
     srv->reap_w = reap[1];
     srv->drain_w = drain[1];
@@ -1081,6 +1176,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         .data_dir_fd = data_dir_fd,
         .drain_fd = drain[0],
         .force_fd = force[0],
+        .draining = &srv->draining,
         .max_body = o->max_body,
         .header_timeout_ms = (int)(o->header_timeout_s * 1000),
     };
@@ -1101,6 +1197,13 @@ out_reap:
 /* Called once every thread is joined; pipes' write ends are closed already. */
 static void server_destroy(struct server *srv)
 {
+    /* The spare records are heap memory, freed here like the rest; their
+     * stacks are left to the exit that follows (see conn_thread_put). */
+    while (srv->spare != NULL) {
+        struct conn_thread *t = srv->spare;
+        srv->spare = t->next;
+        free(t);
+    }
     pthread_mutex_destroy(&srv->lock);
     pthread_attr_destroy(&srv->attr);
     (void)close(srv->reap_r);
@@ -1182,7 +1285,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "shutdown requested by %s; draining %zu connection(s), grace %g s\n",
             reason, live_count(&srv), opt.grace_s);
 
-    /* Step 5: broadcast "drain" to every handler by closing the write end. */
+    /* Step 5: broadcast "drain" to every handler: the flag for responses
+     * about to be written, then the pipe for threads waiting in poll(). */
+    atomic_store(&srv.draining, true);
     (void)close(srv.drain_w);
 
     size_t cut = 0;
