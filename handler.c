@@ -526,7 +526,8 @@ void conn_reject_busy(int fd)
     /* Best effort: a client that vanished already needs no answer. */
     (void)sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)shutdown(fd, SHUT_WR);
-    while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0)
+    /* Bounded: a client that keeps sending must not hold the accept loop. */
+    for (int i = 0; i < 16 && recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; i++)
         ;
     (void)close(fd);
 }
@@ -1025,7 +1026,10 @@ static int status_for_write_error(int err)
 static enum next get_file(struct exchange *x, const char *name)
 {
     struct conn *c = x->c;
-    int fd = openat(c->env->data_dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: opening a FIFO someone left in the data directory would
+     * otherwise block until a writer appears, beyond the reach of the
+     * force pipe; this way it opens, and fstat below answers 404. */
+    int fd = openat(c->env->data_dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return reply_error(x, errno == ENOENT || errno == ELOOP ? 404 : 500, NULL);
 
@@ -1056,8 +1060,10 @@ static enum next get_file(struct exchange *x, const char *name)
         .keep_alive = x->keep_alive,
         .http10_keep_alive = x->http10_keep_alive,
     };
-    if (send_response(c, &r) != 0 || x->head_only) {
-        next = x->head_only && x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+    if (send_response(c, &r) != 0)
+        goto out_free;      /* next stays NEXT_CLOSE: the client is not reading */
+    if (x->head_only) {
+        next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
         goto out_free;
     }
     off_t sent = 0;

@@ -10,8 +10,8 @@
  *   1. Start-up blocks SIGINT and SIGTERM before any thread exists, so every
  *      connection thread inherits the blocked mask and the kernel can only
  *      deliver them to the main thread.
- *   2. The accept loop waits in ppoll(), the one place the signals are
- *      unblocked.  A signal that arrives between our check of the flag and
+ *   2. The accept loop waits in ppoll(), which unblocks the signals only
+ *      while it waits (the drain's waits do the same).  A signal that arrives between our check of the flag and
  *      the wait stays pending and interrupts ppoll() the moment it starts:
  *      no lost wake-up, no need for another connection to arrive.
  *   3. The handler stores to an atomic and returns; ppoll() fails with EINTR
@@ -711,15 +711,15 @@ static void start_conn_thread(struct server *srv, int fd)
 #define ACCEPT_BATCH 16
 
 /*
- * Accept the connections waiting in the backlog, up to ACCEPT_BATCH.
+ * Accept the connections waiting in the backlog, up to batch of them.
  * Returns true when accepting must pause because we are out of
  * descriptors: the pending connection stays in the backlog and the
  * listener stays readable, so polling it again at once would spin at 100%
  * CPU.
  */
-static bool accept_pending(struct server *srv, int listen_fd)
+static bool accept_pending(struct server *srv, int listen_fd, int batch)
 {
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
+    for (int i = 0; i < batch; i++) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             switch (errno) {
@@ -1011,6 +1011,28 @@ static void notify_systemd_ready(void)
 enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 
 /*
+ * ppoll() runs a pending signal's handler only when it actually waits: if a
+ * descriptor is already ready when it is called, it returns at once and the
+ * signal stays pending.  Under a steady stream of connections that could
+ * postpone Ctrl+C for as long as the stream lasts.  So after a wait that
+ * returned ready descriptors, if one of our signals is pending, open the
+ * mask for an instant to let it in.  (A self-pipe would not have this
+ * problem: the signal would just be one more ready descriptor.)
+ */
+static void let_pending_signals_in(const sigset_t *wait_mask)
+{
+    sigset_t pending, blocked;
+
+    if (sigpending(&pending) != 0 ||
+        !(sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM) ||
+          sigismember(&pending, SIGHUP)))
+        return;
+    /* The handler runs as the mask opens; the flag is then set. */
+    (void)pthread_sigmask(SIG_SETMASK, wait_mask, &blocked);
+    (void)pthread_sigmask(SIG_SETMASK, &blocked, NULL);
+}
+
+/*
  * Serve until SIGINT or SIGTERM, or until a server started on SIGHUP is
  * ready to take over.  The signals are blocked everywhere except inside
  * ppoll(), which installs wait_mask and waits in one atomic step, so a
@@ -1055,9 +1077,12 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
             if (errno == EINTR)
                 continue;   /* one of our signals: the loop sees it */
             perror("server: ppoll");
+            if (restart.pid != 0)
+                restart_abandon(&restart, "was stopped: the accept loop failed");
             return LOOP_ERROR;
         }
         paused = false;     /* timed out, or a thread ended and freed an fd */
+        let_pending_signals_in(wait_mask);
         if (fds[REAPER].revents & POLLIN)
             reap_finished(srv);
         if (fds[READY].revents && restart_ready(&restart))
@@ -1065,7 +1090,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
         if (restart.pid != 0 && now_s() >= restart.deadline)
             restart_abandon(&restart, "was not ready in time");
         if (fds[LISTENER].revents & POLLIN)
-            paused = accept_pending(srv, listen_fd);
+            paused = accept_pending(srv, listen_fd, ACCEPT_BATCH);
     }
     /* Asked to stop while a successor was starting: stop it too, or it
      * would start serving after the operator said stop. */
@@ -1082,12 +1107,11 @@ enum drain_end { DRAIN_DONE, DRAIN_DEADLINE, DRAIN_SECOND_SIGNAL };
 
 /*
  * Join threads as they finish until none are left, the grace period ends,
- * or another SIGINT/SIGTERM arrives (ppoll unblocks them here too).
+ * or the signal count reaches cut_at (ppoll unblocks them here too).
  */
 static enum drain_end wait_for_connections(struct server *srv, double grace_s,
-                                           const sigset_t *wait_mask)
+                                           unsigned cut_at, const sigset_t *wait_mask)
 {
-    unsigned seen = atomic_load(&signals_received);
     double deadline = now_s() + grace_s;
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
@@ -1105,16 +1129,22 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
             perror("server: ppoll");
             return DRAIN_DEADLINE;
         }
-        if (atomic_load(&signals_received) != seen)
+        if (atomic_load(&signals_received) >= cut_at)
             return DRAIN_SECOND_SIGNAL;
     }
 }
 
-/* After force_w is closed every handler wakes and returns: join them all.
- * Further signals stay blocked and pending here; there is nothing left for
- * them to cut. */
-static void join_all(struct server *srv)
+/*
+ * After force_w is closed every wait in every handler wakes, and the
+ * threads return within microseconds: join them all.  What the force pipe
+ * cannot wake is a thread inside a syscall that is not a wait of ours (an
+ * fsync on a hung disk, say).  For that one case, one more SIGINT/SIGTERM
+ * exits without joining: the operator's last word, kinder than SIGKILL
+ * because it still says why.
+ */
+static void join_all(struct server *srv, const sigset_t *wait_mask)
 {
+    unsigned seen = atomic_load(&signals_received);
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
@@ -1123,9 +1153,14 @@ static void join_all(struct server *srv)
             reap_finished(srv);
             return;
         }
-        if (poll(&reaper, 1, -1) < 0 && errno != EINTR) {
-            perror("server: poll");
+        if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
+            perror("server: ppoll");
             return;
+        }
+        if (atomic_load(&signals_received) != seen) {
+            fprintf(stderr, "%s while cutting; exiting with %zu thread(s) stuck\n",
+                    signal_name(atomic_load(&last_signal)), live_count(srv));
+            _exit(1);
         }
     }
 }
@@ -1245,7 +1280,7 @@ int main(int argc, char **argv)
         listen_fd = open_listener(opt.host, opt.port);
     if (listen_fd < 0 || describe_socket(listen_fd, address, sizeof address) != 0) {
         if (listen_fd >= 0) {
-            perror("server: getsockname");
+            fprintf(stderr, "server: cannot read back the listening address\n");
             (void)close(listen_fd);
         }
         (void)close(data_dir_fd);
@@ -1265,16 +1300,29 @@ int main(int argc, char **argv)
         tell_old_server_ready();
 
     const char *reason;
+    /* After a hand-over, the first SIGINT/SIGTERM (Ctrl+C reaches both
+     * servers in a terminal; systemd signals the whole service) means
+     * "stop", which this one is doing already: only the next one cuts. */
+    unsigned cut_at = 1;
+    bool failed = false;
     switch (accept_loop(&srv, listen_fd, &self, &wait_mask)) {
     case LOOP_HANDED_OVER:
         reason = "SIGHUP";
+        cut_at = atomic_load(&signals_received) + 2;
         break;
     case LOOP_SIGNAL:
         reason = signal_name(atomic_load(&last_signal));
+        cut_at = atomic_load(&signals_received) + 1;
+        /* Clients already in the backlog have connected and sent their
+         * request; closing the listener would reset them.  Take them in:
+         * they are served under the drain's rules. */
+        (void)accept_pending(&srv, listen_fd, SOMAXCONN);
         break;
     case LOOP_ERROR:
     default:
         reason = "an accept loop error";
+        failed = true;
+        cut_at = atomic_load(&signals_received) + 1;
         break;
     }
 
@@ -1291,7 +1339,7 @@ int main(int argc, char **argv)
     (void)close(srv.drain_w);
 
     size_t cut = 0;
-    switch (wait_for_connections(&srv, opt.grace_s, &wait_mask)) {
+    switch (wait_for_connections(&srv, opt.grace_s, cut_at, &wait_mask)) {
     case DRAIN_DONE:
         break;
     case DRAIN_DEADLINE:
@@ -1306,12 +1354,16 @@ int main(int argc, char **argv)
     }
     /* Step 7: wake every remaining wait; handlers cut and return. */
     (void)close(srv.force_w);
-    join_all(&srv);
+    join_all(&srv, &wait_mask);
 
     server_destroy(&srv);
     (void)close(data_dir_fd);
     if (cut > 0) {
         fprintf(stderr, "exit 1: cut %zu connection(s)\n", cut);
+        return 1;
+    }
+    if (failed) {
+        fprintf(stderr, "exit 1: the accept loop failed\n");
         return 1;
     }
     fprintf(stderr, "exit 0: every connection finished\n");

@@ -467,3 +467,27 @@ def test_rolling_deploy_behind_nginx_sees_no_errors():
     assert out.returncode == 0, out.stdout + out.stderr
     m = re.search(r"requests: (\d+) ok, (\d+) errors", out.stdout)
     assert m and int(m.group(1)) > 0 and m.group(2) == "0", out.stdout
+
+
+def test_first_signal_after_handover_keeps_draining(family):
+    """After a hand-over, the old server takes its first SIGTERM as the stop
+    it is already doing (Ctrl+C reaches both servers in a terminal; systemd
+    signals the whole service): in-flight work still completes, exit 0."""
+    fam = family()
+    sleeper = http.client.HTTPConnection(HOST, fam.port, timeout=10)
+    sleeper.request("GET", "/")
+    assert sleeper.getresponse().read()
+    sleeper.request("GET", "/sleep?ms=800")
+    old = fam.pid
+    start = len(fam.lines)
+    os.kill(old, signal.SIGHUP)
+    i, m = fam.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
+    fam.wait_line(rf"new server \(pid {m.group(1)}\) is ready; handing over", i)
+    fam.pids.append(int(m.group(1)))
+    fam.wait_line(r"shutdown requested by SIGHUP; draining 1 connection\(s\), grace 30 s", i)
+    os.kill(old, signal.SIGTERM)
+    resp = sleeper.getresponse()
+    assert resp.status == 200 and resp.read() == b"slept 800 ms\n"
+    sleeper.close()
+    assert fam.wait_exit(old) == 0
+    assert not any(l.startswith("second ") for l in fam.lines), fam.lines

@@ -355,3 +355,45 @@ def test_sigpipe_large_download_reset(server):
     with server.connect() as c:
         r = c.request("GET", "/files/big.bin")
     assert r.status == 200 and r.body == blob
+
+
+# ---------------------------------------------------------------- found in review
+
+def test_backlog_connections_are_served_not_reset(server):
+    """Clients that connected and sent a request before SIGTERM, still in the
+    accept backlog when the loop ends, are served instead of reset."""
+    import os
+    import socket
+    os.kill(server.pid, signal.SIGSTOP)     # nothing is accepted while stopped
+    clients = []
+    try:
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(s)
+        server.signal(signal.SIGTERM)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    for s in clients:
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        s.close()
+        # Served whole, then a clean EOF (recv would raise on a reset).
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+        assert reply.endswith(b"press Ctrl+C.\n"), reply
+    assert server.wait_exit(5) == 0
+
+
+def test_fifo_in_data_dir_is_404_and_does_not_hang_shutdown(server):
+    """A FIFO left in the data directory is answered 404 at once (opening it
+    must not block the thread beyond the force pipe's reach)."""
+    import os
+    os.mkfifo(server.data_dir / "fifo")
+    r = server.request("GET", "/files/fifo")
+    assert r.status == 404
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(5) == 0
