@@ -6,6 +6,7 @@ of them write to the one stderr pipe this test reads.  The test process makes
 itself a child subreaper, so each new server is reparented to it when its
 parent exits and its exit status can be collected with waitpid().
 """
+import contextlib
 import ctypes
 import http.client
 import os
@@ -389,69 +390,65 @@ def test_systemd_notify_ready_and_new_main_pid(family, tmp_path):
         notify.close()
 
 
-def start_with_socket(sock, listen_pid, data_dir, port):
-    """Start the server with sock as descriptor 3 and LISTEN_FDS=1, as
-    systemd-socket-activate would.  listen_pid: '$$' for the server itself."""
+def listening_socket():
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    sock.listen(16)
+    return sock
+
+
+@contextlib.contextmanager
+def socket_activated(sock, listen_pid, data_dir, port):
+    """The server with sock as descriptor 3 and LISTEN_FDS=1, as
+    systemd-socket-activate would start it.  listen_pid: '$$' for the server
+    itself (exec keeps the shell's pid).  Yields the process and its first
+    stderr line; SIGTERMs it at the end and requires exit status 0."""
     def as_fd_3():
         os.dup2(sock.fileno(), 3)
-    # exec keeps the shell's pid, so $$ is the server's pid.
     script = f'LISTEN_PID={listen_pid} LISTEN_FDS=1 exec "$0" "$@"'
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         ["sh", "-c", script, SERVER_BIN, "--host", HOST, "--port", str(port),
          "--data-dir", str(data_dir)],
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         preexec_fn=as_fd_3, close_fds=False)
+    try:
+        yield proc, proc.stderr.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
 
 
 def test_socket_activation_uses_inherited_listener(tmp_path):
     """With LISTEN_FDS=1 and LISTEN_PID=its pid, the server serves descriptor
     3, including a client that connected before it started."""
-    sock = socket.socket()
-    sock.bind((HOST, 0))
-    sock.listen(16)
+    sock = listening_socket()
     port = sock.getsockname()[1]
     early = socket.create_connection((HOST, port), timeout=10)
     early.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-
     # --port is the same port: binding it would fail, so success proves the
     # inherited socket was used.
-    proc = start_with_socket(sock, "$$", tmp_path / "data", port)
-    try:
-        line = proc.stderr.readline().strip()
+    with socket_activated(sock, "$$", tmp_path / "data", port) as (_, line):
         assert line == f"listening on 127.0.0.1:{port} (inherited socket)", line
         reply = early.recv(65536)
         assert reply.startswith(b"HTTP/1.1 200 "), reply
         assert get(port)[0] == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        early.close()
-        sock.close()
+    early.close()
 
 
 def test_socket_activation_ignores_variables_for_another_pid(tmp_path):
     """LISTEN_PID naming another process: the variables are not ours, so the
     server binds its own --port as usual."""
-    sock = socket.socket()
-    sock.bind((HOST, 0))
-    sock.listen(16)
-    proc = start_with_socket(sock, "1", tmp_path / "data", 0)
-    try:
-        line = proc.stderr.readline().strip()
+    sock = listening_socket()
+    inherited_port = sock.getsockname()[1]
+    with socket_activated(sock, "1", tmp_path / "data", 0) as (_, line):
         m = re.fullmatch(LISTENING, line)
         assert m and m.group(2) is None, line
-        assert int(m.group(1)) != sock.getsockname()[1]
+        assert int(m.group(1)) != inherited_port
         assert get(int(m.group(1)))[0] == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sock.close()
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
