@@ -1299,20 +1299,21 @@ int main(int argc, char **argv)
     if (inherited)
         tell_old_server_ready();
 
+    /* Steps 2 and 3. */
+    enum loop_end end = accept_loop(&srv, listen_fd, &self, &wait_mask);
     const char *reason;
-    /* After a hand-over, the first SIGINT/SIGTERM (Ctrl+C reaches both
-     * servers in a terminal; systemd signals the whole service) means
-     * "stop", which this one is doing already: only the next one cuts. */
-    unsigned cut_at = 1;
+    unsigned cut_at = atomic_load(&signals_received) + 1;  /* the signal that cuts */
     bool failed = false;
-    switch (accept_loop(&srv, listen_fd, &self, &wait_mask)) {
+    switch (end) {
     case LOOP_HANDED_OVER:
         reason = "SIGHUP";
-        cut_at = atomic_load(&signals_received) + 2;
+        /* The first SIGINT/SIGTERM after a hand-over (Ctrl+C reaches both
+         * servers in a terminal; systemd signals the whole service) means
+         * "stop", which this one is doing already: only the next one cuts. */
+        cut_at++;
         break;
     case LOOP_SIGNAL:
         reason = signal_name(atomic_load(&last_signal));
-        cut_at = atomic_load(&signals_received) + 1;
         /* Clients already in the backlog have connected and sent their
          * request; closing the listener would reset them.  Take them in:
          * they are served under the drain's rules. */
@@ -1322,7 +1323,6 @@ int main(int argc, char **argv)
     default:
         reason = "an accept loop error";
         failed = true;
-        cut_at = atomic_load(&signals_received) + 1;
         break;
     }
 
@@ -1338,6 +1338,7 @@ int main(int argc, char **argv)
     atomic_store(&srv.draining, true);
     (void)close(srv.drain_w);
 
+    /* Step 6. */
     size_t cut = 0;
     switch (wait_for_connections(&srv, opt.grace_s, cut_at, &wait_mask)) {
     case DRAIN_DONE:
@@ -1356,6 +1357,7 @@ int main(int argc, char **argv)
     (void)close(srv.force_w);
     join_all(&srv, &wait_mask);
 
+    /* Step 8. */
     server_destroy(&srv);
     (void)close(data_dir_fd);
     if (cut > 0) {
