@@ -621,8 +621,8 @@ static void *conn_thread_main(void *arg)
     return NULL;
 }
 
-/* Join every finished thread; returns how many. */
-static size_t reap_finished(struct server *srv)
+/* Join every finished thread. */
+static void reap_finished(struct server *srv)
 {
     char bytes[256];
 
@@ -635,7 +635,6 @@ static size_t reap_finished(struct server *srv)
     srv->finished = NULL;
     pthread_mutex_unlock(&srv->lock);
 
-    size_t n = 0;
     while (t) {
         struct conn_thread *next = t->next;
         /* The thread has at most its return left to run: this is quick. */
@@ -644,9 +643,7 @@ static size_t reap_finished(struct server *srv)
             fprintf(stderr, "server: pthread_join: %s\n", strerror(rc));
         conn_thread_put(srv, t);
         t = next;
-        n++;
     }
-    return n;
 }
 
 static size_t live_count(struct server *srv)
@@ -1116,11 +1113,12 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
+        /* Count before reaping: a thread no longer counted has already put
+         * itself on the finished list, so this reap joins it. */
+        size_t live = live_count(srv);
         reap_finished(srv);
-        if (live_count(srv) == 0) {
-            reap_finished(srv);     /* the last ones may have just moved */
+        if (live == 0)
             return DRAIN_DONE;
-        }
         double left = deadline - now_s();
         if (left <= 0)
             return DRAIN_DEADLINE;
@@ -1148,11 +1146,10 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
+        size_t live = live_count(srv);  /* before reaping: see above */
         reap_finished(srv);
-        if (live_count(srv) == 0) {
-            reap_finished(srv);
+        if (live == 0)
             return;
-        }
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
             perror("server: ppoll");
             return;

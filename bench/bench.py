@@ -256,6 +256,13 @@ class Server:
             LIVE.remove(self.proc)
         return secs * 1000, rc
 
+    def graceful_exit(self, limit_s=10):
+        """Its graceful stop (SIGINT), which must end in exit 0; returns ms."""
+        ms, rc = self.sigint_exit(limit_s)
+        if rc != 0:
+            raise RuntimeError(f"server exited {rc}")
+        return ms
+
     def stop(self):
         kill_group(self.proc)
         self._reader.join(2)
@@ -397,6 +404,10 @@ class Nginx:
         if self.proc in LIVE:
             LIVE.remove(self.proc)
         return secs * 1000, rc
+
+    def graceful_exit(self, limit_s=10):
+        """Its graceful stop (SIGQUIT); returns ms."""
+        return self.sigquit_exit(limit_s)[0]
 
     def stop(self):
         kill_group(self.proc)
@@ -709,12 +720,7 @@ class Bench:
                     socks = open_keepalive(proc.port, n, timeout=60)
                     try:
                         during = proc.status()
-                        if who == "server":
-                            ms, rc = proc.sigint_exit(10)
-                            if rc != 0:
-                                raise RuntimeError(f"server exited {rc}")
-                        else:
-                            ms, rc = proc.sigquit_exit(10)
+                        ms = proc.graceful_exit(10)
                     finally:
                         close_all(socks)
                 per = (during[0] - before[0]) / n
@@ -836,12 +842,7 @@ class Bench:
                     opened = time.monotonic() - t0
                     try:
                         rss, threads = proc.status()
-                        if who == "server":
-                            ms, rc = proc.sigint_exit(10)
-                            if rc != 0:
-                                raise RuntimeError(f"server exited {rc}")
-                        else:
-                            ms, rc = proc.sigquit_exit(10)
+                        ms = proc.graceful_exit(10)
                     finally:
                         close_all(socks)
                 log(f"  7 run {i + 1} {who}: {n} opened in {opened:.1f} s, RSS "
