@@ -145,6 +145,18 @@ def proc_status(pid):
     return int(rss.group(1)), int(thr.group(1))
 
 
+def proc_cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far, its ended
+    threads included; 0.0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # utime and stime are fields 14 and 15 of proc(5); fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(cond, timeout, interval=0.002):
     """Poll cond() until truthy or timeout; returns its last value."""
     deadline = time.monotonic() + timeout
@@ -247,6 +259,9 @@ class Server:
 
     def status(self):
         return proc_status(self.pid)
+
+    def cpu_s(self):
+        return proc_cpu_s(self.pid)
 
     def sigint_exit(self, limit_s=10):
         """SIGINT; returns (ms to exit, exit status)."""
@@ -396,6 +411,9 @@ class Nginx:
             return None
         return master[0] + worker[0], worker[1]
 
+    def cpu_s(self):
+        return proc_cpu_s(self.pid) + proc_cpu_s(self.worker)
+
     def sigquit_exit(self, limit_s=10):
         """Graceful stop (SIGQUIT); returns (ms to exit of the master, status)."""
         secs, rc = timed_exit(self.proc, signal.SIGQUIT, limit_s)
@@ -525,13 +543,14 @@ def run_tool(args, timeout):
 
 
 def wrk(port, conns, secs, close=False):
-    """Requests/s from wrk, and a note on errors (or '')."""
+    """Requests/s and requests done, from wrk, and a note on errors (or '')."""
     args = [TOOL["wrk"], "-t2", f"-c{conns}", f"-d{secs}s"]
     if close:
         args += ["-H", "Connection: close"]
     out = run_tool(args + [f"http://{HOST}:{port}/"], timeout=secs + 30)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
+    done = re.search(r"(\d+) requests in", out)
+    if not m or not done:
         raise RuntimeError(f"no Requests/sec in wrk output: {out[-300:]}")
     notes = []
     m2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -540,7 +559,7 @@ def wrk(port, conns, secs, close=False):
     m3 = re.search(r"Socket errors:\s+(.*)", out)
     if m3:
         notes.append(f"socket errors: {m3.group(1).strip()}")
-    return float(m.group(1)), "; ".join(notes)
+    return float(m.group(1)), int(done.group(1)), "; ".join(notes)
 
 
 def ab(port, n, time_limit):
@@ -574,6 +593,10 @@ def spread(xs, fmt):
 
 def f_int(x):
     return f"{x:,.0f}"
+
+
+def f_us(x):
+    return f"{x:.1f} µs"
 
 
 def f_ms(x):
@@ -640,6 +663,9 @@ class Bench:
         self.body = body
         self.runs = 1 if args.quick else 3
         self.res = Results(args.quick)
+        # Medians kept for the floor step: figure -> (server, nginx).
+        self.cpu_per_request = {}
+        self.idle_exit_ms = None
 
     def server(self, extra=()):
         return Server(self.tmp, extra)
@@ -656,16 +682,20 @@ class Bench:
     def throughput(self):
         secs = 1 if self.quick else 5
         with self.server() as srv, self.nginx() as ngx:
-            port = {"server": srv.port, "nginx": ngx.port}
+            procs = {"server": srv, "nginx": ngx}
             for label, conns, close, target in (
                     ("1. keep-alive throughput, wrk -c64 (req/s)", 64, False, 1.0),
                     ("2. new connection per request, wrk -c32 close (req/s)", 32, True, 0.8)):
                 try:
                     got = {"server": [], "nginx": []}
+                    cpu = {"server": [], "nginx": []}   # µs of CPU per request
                     for i in range(self.runs):
                         for who in self.order(i):
-                            rps, note = wrk(port[who], conns, secs, close)
-                            log(f"  {label[:2]} run {i + 1} {who}: {rps:,.0f} req/s {note}")
+                            cpu0 = procs[who].cpu_s()
+                            rps, done, note = wrk(procs[who].port, conns, secs, close)
+                            cpu[who].append((procs[who].cpu_s() - cpu0) * 1e6 / done)
+                            log(f"  {label[:2]} run {i + 1} {who}: {rps:,.0f} req/s, "
+                                f"{cpu[who][-1]:.1f} µs CPU/request {note}")
                             got[who].append(rps)
                             if note:
                                 self.res.note(f"{label[:2]} {who} run {i + 1}: {note}")
@@ -673,6 +703,13 @@ class Bench:
                     self.res.row(label, spread(got["server"], f_int),
                                  spread(got["nginx"], f_int), spread(ratios, f_ratio),
                                  f"≥ {target:.1f}x nginx", median(ratios) >= target)
+                    ratios = [s / n for s, n in zip(cpu["server"], cpu["nginx"])]
+                    self.res.row(f"{label[:2]} its CPU per request (µs, from /proc)",
+                                 spread(cpu["server"], f_us),
+                                 spread(cpu["nginx"], f_us) + " (master+worker)",
+                                 spread(ratios, f_ratio))
+                    self.cpu_per_request[label[0]] = (median(cpu["server"]),
+                                                      median(cpu["nginx"]))
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     self.fail(label, exc)
                 for p in (srv.proc, ngx.proc):
@@ -734,6 +771,7 @@ class Bench:
         s, g = got["server"], got["nginx"]
         ratios = [a / b for a, b in zip(s["exit"], g["exit"])]
         med = median(s["exit"])
+        self.idle_exit_ms = (med, median(g["exit"]))
         self.res.row(f"4. shutdown with {n} idle keep-alive conns, signal → exit (ms)",
                      spread(s["exit"], f_ms), spread(g["exit"], f_ms) + " (SIGQUIT)",
                      spread(ratios, f_ratio), "≤ 15 ms and ≤ nginx",
@@ -902,6 +940,34 @@ class Bench:
                      "—", "within ±2", abs(median(s["thr"])) <= 2)
 
     # timeline --------------------------------------------------------------
+
+    # the floor ------------------------------------------------------------
+
+    def floor(self):
+        """What the pattern costs with no HTTP and no sockets (bench/floor.c),
+        set beside figures 2 and 4: the part of the gap to nginx that no
+        handler code can remove."""
+        exe = build_floor(self.tmp)
+        churn = [float(run_tool([exe, "churn", 2000 if self.quick else 20000], 120))
+                 for _ in range(self.runs)]
+        idle = [tuple(map(float, run_tool([exe, "idle", 1000], 120).split()))
+                for _ in range(self.runs)]
+        self.res.row("2. floor: start, end and join one empty thread "
+                     "(µs of CPU, bench/floor.c)", spread(churn, f_us))
+        self.res.row("4. floor: wake, end and join 1000 bare idle threads "
+                     "(ms, bench/floor.c)",
+                     spread([ms for ms, _ in idle], f_ms)
+                     + f", {median([c for _, c in idle]):.1f} ms of CPU")
+        if "2" in self.cpu_per_request:
+            srv, ngx = self.cpu_per_request["2"]
+            self.res.note(f"floor, figure 2: the server used {srv - ngx:.1f} µs more CPU "
+                          f"per request than nginx; starting, ending and joining a bare "
+                          f"thread alone costs {median(churn):.1f} µs")
+        if self.idle_exit_ms is not None:
+            srv, ngx = self.idle_exit_ms
+            self.res.note(f"floor, figure 4: the server took {srv - ngx:.1f} ms longer "
+                          f"than nginx to exit; waking, ending and joining 1000 bare "
+                          f"threads alone takes {median([ms for ms, _ in idle]):.1f} ms")
 
     def drain_timeline(self, png):
         with self.server() as srv:
@@ -1194,6 +1260,14 @@ def build():
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "built"
 
 
+def build_floor(tmp):
+    """Compile bench/floor.c into tmp with the Makefile's optimisation."""
+    exe = os.path.join(tmp, "floor")
+    run_tool([TOOL["gcc"], "-std=c11", "-O2", "-pthread", "-o", exe,
+              BENCH_DIR / "floor.c"], 120)
+    return exe
+
+
 def git_desc():
     try:
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -1239,7 +1313,7 @@ def main():
                     help="with --quick: write bench/results.md and bench/drain.png "
                          "anyway (default bench/results-quick.md, drain-quick.png)")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset of: 1,3,4,5,7,8,drain "
+                    help="comma-separated subset of: 1,3,4,5,7,8,floor,drain "
                          "(1 also runs 2, 4 also runs 6); for development")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -1278,6 +1352,7 @@ def main():
             ("5", "5. drain overshoot", b.drain_overshoot),
             ("7", "7. scale", b.scale),
             ("8", "8. connection churn", b.churn),
+            ("floor", "the floor: bare threads", b.floor),
             ("drain", "drain timeline", lambda: b.drain_timeline(png_path)),
         ]
         for key, label, fn in steps:
