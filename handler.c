@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -1163,6 +1164,68 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
 }
 
 /*
+ * A temporary upload file is flock()ed for as long as its upload runs, and
+ * the kernel drops the lock when the last descriptor of it closes, however
+ * the process ends.  That is how uploads_remove_stale tells a leftover of a
+ * killed server from the live upload of a server sharing the directory.
+ * The pid in the name cannot tell: pids are reused, and in containers
+ * every server is pid 1 of its own namespace, so two servers sharing a
+ * volume can even pick the same name.  Hence O_EXCL, and on EEXIST another
+ * name: an existing file is never ours to delete.
+ */
+#define UPLOAD_NAME_TRIES 8
+
+/* Two descriptors of the same file? */
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/*
+ * Create and lock a new temporary file in dir; its name goes to tmp.
+ * Returns the descriptor, or -1 with errno set.
+ */
+static int upload_temp_create(int dir, int conn_fd, char *tmp, size_t cap)
+{
+    for (unsigned try = 0; try < UPLOAD_NAME_TRIES; try++) {
+        /* Names starting with '.' are never valid upload names, so
+         * temporary files cannot collide with real ones. */
+        struct text t = { .p = tmp, .end = tmp + cap };
+        text_str(&t, ".upload-");
+        text_uint(&t, (unsigned long long)getpid(), 1);
+        text_str(&t, "-");
+        text_uint(&t, (unsigned)conn_fd, 1);
+        if (try > 0) {
+            text_str(&t, "-");
+            text_uint(&t, try, 1);
+        }
+        if (!text_end(&t)) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            return -1;
+        }
+        /* Between the create and the lock, a server starting up may find
+         * the file unlocked, take it for a leftover and unlink it; so once
+         * locked, check that the name still leads to this file.  A file
+         * system without flock (EWOULDBLOCK aside) leaves it unlocked, and
+         * uploads_remove_stale, which cannot lock it either, keeps it. */
+        struct stat held, named;
+        if ((flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) &&
+            fstat(fd, &held) == 0 &&
+            fstatat(dir, tmp, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
+            return fd;
+        (void)close(fd);    /* unlinked by the other server: nothing to lose */
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/*
  * PUT /files/NAME: write to a temporary file, fsync it, rename it over NAME,
  * fsync the directory.  rename() is atomic, so readers see the old file or
  * the new one, never a mix; the two fsyncs make the new one survive a crash.
@@ -1179,21 +1242,8 @@ static enum next put_file(struct exchange *x, const char *name)
     if (req->content_length > c->env->max_body)
         return reply_error(x, 413, NULL);   /* before reading any of it */
 
-    /* Names starting with '.' are never valid upload names, so temporary
-     * files cannot collide with real ones.  pid + socket fd is unique among
-     * live uploads on this machine; an existing file with that name can
-     * only be left over from a killed process that had our pid. */
     char tmp[64];
-    struct text t = { .p = tmp, .end = tmp + sizeof tmp };
-    text_str(&t, ".upload-");
-    text_uint(&t, (unsigned long long)getpid(), 1);
-    text_str(&t, "-");
-    text_uint(&t, (unsigned)c->fd, 1);
-    if (!text_end(&t))
-        return reply_error(x, 500, NULL);
-    int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == EEXIST && unlinkat(dir, tmp, 0) == 0)
-        fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = upload_temp_create(dir, c->fd, tmp, sizeof tmp);
     if (fd < 0)
         return reply_error(x, status_for_write_error(errno), NULL);
 
@@ -1201,20 +1251,18 @@ static enum next put_file(struct exchange *x, const char *name)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
         if (send_all(c, &iov, 1) != 0) {
+            (void)unlinkat(dir, tmp, 0);    /* while locked: see below */
             (void)close(fd);
-            (void)unlinkat(dir, tmp, 0);
             return NEXT_CLOSE;
         }
     }
 
     int err = 0;
     enum body_result body = copy_body(c, req->content_length, fd, &err);
+    /* fsync reports every write error still pending, deferred ones (NFS,
+     * quotas) included, so the close() after it has nothing left to
+     * report.  The file stays open, and so locked, until it is renamed. */
     if (body == BODY_OK && fsync(fd) != 0) {
-        body = BODY_WRITE_ERROR;
-        err = errno;
-    }
-    /* close() can report a deferred write error (NFS, quotas). */
-    if (close(fd) != 0 && body == BODY_OK) {
         body = BODY_WRITE_ERROR;
         err = errno;
     }
@@ -1225,19 +1273,48 @@ static enum next put_file(struct exchange *x, const char *name)
         err = errno;
     }
     if (body != BODY_OK) {
-        /* Nothing to do if even the unlink fails: the name is recognisable
-         * as a leftover and the old NAME is untouched either way. */
+        /* Unlinked before the close that unlocks it: once unlocked, the
+         * file may be cleaned away and its name taken by another server's
+         * upload, which this unlink would then delete.  Nothing to do if
+         * even the unlink fails: start-up removes the file, and the old
+         * NAME is untouched either way. */
         (void)unlinkat(dir, tmp, 0);
+        (void)close(fd);    /* the file is gone: nothing to lose */
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
         if (body == BODY_WRITE_ERROR)
             return reply_error(x, status_for_write_error(err), NULL);
         return NEXT_CLOSE;  /* client gone or cut: nobody to answer */
     }
+    (void)close(fd);        /* after fsync: see above */
     /* Make the rename itself durable. */
     if (fsync(dir) != 0)
         return reply_error(x, 500, NULL);
     return reply_ok(x, existed ? 200 : 201, existed ? "replaced\n" : "created\n");
+}
+
+/*
+ * Remove name from dir if it is a temporary upload nobody is writing: one
+ * we can lock (see upload_temp_create).  A file system that cannot lock
+ * keeps its leftovers: better one left over than a live upload deleted.
+ */
+static bool remove_if_abandoned(int dir, const char *name)
+{
+    /* O_NONBLOCK: a FIFO given a temporary name must not hang start-up. */
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat held, named;
+    bool removed = false;
+    /* Once we hold the lock, the name must still lead to the file we
+     * locked: a writer that finished meanwhile has renamed it away (and
+     * then unlocked it by closing). */
+    if (fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
+        flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
+        removed = unlinkat(dir, name, 0) == 0;
+    (void)close(fd);        /* read-only: nothing to lose; drops the lock */
+    return removed;
 }
 
 int uploads_remove_stale(int data_dir_fd)
@@ -1256,21 +1333,10 @@ int uploads_remove_stale(int data_dir_fd)
         return 0;
     }
     struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        if (strncmp(e->d_name, prefix, sizeof prefix - 1) != 0)
-            continue;
-        char *end;
-        long pid = strtol(e->d_name + sizeof prefix - 1, &end, 10);
-        if (pid <= 0 || *end != '-')
-            continue;
-        /* ESRCH: no such process, so nobody is writing this file any more.
-         * A live pid (even a reused one) keeps its file: better a leftover
-         * than a half-finished upload of a running server deleted. */
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;
-        if (unlinkat(data_dir_fd, e->d_name, 0) == 0)
+    while ((e = readdir(dir)) != NULL)
+        if (strncmp(e->d_name, prefix, sizeof prefix - 1) == 0 &&
+            remove_if_abandoned(data_dir_fd, e->d_name))
             removed++;
-    }
     (void)closedir(dir);    /* read-only: nothing to lose */
     return removed;
 }

@@ -3,6 +3,7 @@ timeouts, many half-sent heads, no descriptors left, pthread_create failing,
 a full disk, thousands of connections, and uploads left behind by a killed
 server."""
 
+import fcntl
 import os
 import resource
 import select
@@ -374,20 +375,53 @@ def dead_pid():
         pid += 1
 
 
-def test_startup_removes_stale_uploads_of_dead_processes(start_server, tmp_path):
-    """Start-up removes .upload-<dead pid>-N left by a killed server and keeps a live pid's one."""
+def locked_temp(path, content):
+    """A temporary upload file held the way a live server holds its own:
+    open, with an exclusive flock.  Keep the returned file open."""
+    f = open(path, "wb")
+    f.write(content)
+    f.flush()
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return f
+
+
+def test_startup_removes_unlocked_leftovers_and_keeps_live_uploads(start_server, tmp_path):
+    """Start-up removes unlocked .upload-* files, even when their pid is alive (pid 1: the
+    container case), and keeps a locked one (a live upload of another server) and a FIFO."""
     data = tmp_path / "data"
     data.mkdir()
     stale = f".upload-{dead_pid()}-5"
-    live = f".upload-{os.getpid()}-7"
+    pid1 = ".upload-1-6"             # a killed server that was pid 1 in its container
+    live = f".upload-{dead_pid()}-7"  # another pid namespace's live upload: its pid means nothing here
+    fifo = ".upload-2-8"
     (data / stale).write_bytes(b"half an upload")
-    (data / live).write_bytes(b"someone is writing this")
+    (data / pid1).write_bytes(b"half another")
+    os.mkfifo(data / fifo)
     (data / "real.txt").write_bytes(b"real")
+    with locked_temp(data / live, b"someone is writing this"):
+        srv = start_server(data_dir=data)
+        assert srv.wait_line(STALE_RE, timeout=0).group(1) == "2"
+        assert real_names(data) == sorted([live, fifo, "real.txt"])
+        assert (data / live).read_bytes() == b"someone is writing this"
+        assert srv.request("GET", "/files/real.txt").body == b"real"
+
+
+def test_upload_never_takes_over_another_servers_temp_name(start_server, tmp_path):
+    """Two servers sharing a directory can have the same pid (pid 1 in containers) and so
+    pick the same temporary name: the second one must choose another, not delete the first's."""
+    data = tmp_path / "data"
     srv = start_server(data_dir=data)
-    assert srv.wait_line(STALE_RE, timeout=0).group(1) == "1"
-    assert real_names(data) == sorted([live, "real.txt"])
-    assert (data / live).read_bytes() == b"someone is writing this"
-    assert srv.request("GET", "/files/real.txt").body == b"real"
+    # Every name this server could pick for its first tries, held by "another server".
+    held = [locked_temp(data / f".upload-{srv.pid}-{fd}", b"theirs") for fd in range(64)]
+    try:
+        assert put(srv, "doc", b"mine").status == 201
+        assert (data / "doc").read_bytes() == b"mine"
+        assert all((data / f".upload-{srv.pid}-{fd}").read_bytes() == b"theirs"
+                   for fd in range(64))
+        assert len(temp_uploads(data)) == 64
+    finally:
+        for f in held:
+            f.close()
 
 
 def test_sigkilled_mid_upload_leftover_removed_at_next_start(start_server, tmp_path):
