@@ -32,7 +32,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1164,28 +1163,37 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
 }
 
 /*
- * A temporary upload file is flock()ed for as long as its upload runs, and
- * the kernel drops the lock when the last descriptor of it closes, however
- * the process ends.  That is how uploads_remove_stale tells a leftover of a
- * killed server from the live upload of a server sharing the directory.
- * The pid in the name cannot tell: pids are reused, and in containers
- * every server is pid 1 of its own namespace, so two servers sharing a
- * volume can even pick the same name.  Hence O_EXCL, and on EEXIST another
- * name: an existing file is never ours to delete.
+ * A temporary upload file is flock()ed from its creation until it has been
+ * renamed or unlinked, and the kernel drops the lock when the last
+ * descriptor of it closes, however the process ends.  That is how
+ * uploads_remove_stale tells a leftover of a killed server from the live
+ * upload of a server sharing the directory.  The pid in the name cannot
+ * tell: pids are reused, and in containers every server is pid 1 of its
+ * own namespace, so two servers sharing a volume can even pick the same
+ * name.  Hence O_EXCL, and on EEXIST another name: an existing file is
+ * never ours to delete.  flock, not fcntl(F_SETLK): an fcntl lock belongs
+ * to the process, so any close() of the file anywhere in it would drop it,
+ * and it never conflicts with another lock of the same process.
+ *
+ * Every step that changes a temporary name (the writer's rename or unlink,
+ * the cleaner's unlink) is taken holding the file's lock, after checking
+ * that the name still leads to the locked file: a name may have been
+ * unlinked and taken again by a new upload in between.
  */
 #define UPLOAD_NAME_TRIES 8
 
-/* Two descriptors of the same file? */
+/* Do two stat results describe the same file? */
 static bool same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
 /*
- * Create and lock a new temporary file in dir; its name goes to tmp.
- * Returns the descriptor, or -1 with errno set.
+ * Create and lock a new temporary file in dir; its name goes to tmp and its
+ * identity to *held.  Returns the descriptor, or -1 with errno set.
  */
-static int upload_temp_create(int dir, int conn_fd, char *tmp, size_t cap)
+static int upload_temp_create(int dir, int conn_fd, char *tmp, size_t cap,
+                              struct stat *held)
 {
     for (unsigned try = 0; try < UPLOAD_NAME_TRIES; try++) {
         /* Names starting with '.' are never valid upload names, so
@@ -1210,19 +1218,33 @@ static int upload_temp_create(int dir, int conn_fd, char *tmp, size_t cap)
             return -1;
         }
         /* Between the create and the lock, a server starting up may find
-         * the file unlocked, take it for a leftover and unlink it; so once
-         * locked, check that the name still leads to this file.  A file
-         * system without flock (EWOULDBLOCK aside) leaves it unlocked, and
-         * uploads_remove_stale, which cannot lock it either, keeps it. */
-        struct stat held, named;
+         * the file unlocked, take it for a leftover and unlink it (it holds
+         * the lock while it does: EWOULDBLOCK); so once locked, check that
+         * the name still leads to this file.  Where locking fails for
+         * another reason (ENOLCK: NFS without its lock service), go on
+         * unlocked: the cleaner cannot lock the file either, and keeps it. */
+        struct stat named;
         if ((flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) &&
-            fstat(fd, &held) == 0 &&
-            fstatat(dir, tmp, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
+            fstat(fd, held) == 0 &&
+            fstatat(dir, tmp, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(held, &named))
             return fd;
-        (void)close(fd);    /* unlinked by the other server: nothing to lose */
+        /* Being removed, or already gone, by a server starting up; if a
+         * stat failed instead, the file stays for the next start-up to
+         * remove.  Try the next name either way. */
+        (void)close(fd);
     }
-    errno = EEXIST;
+    errno = EEXIST;     /* every name taken: 500 */
     return -1;
+}
+
+/* Unlink our temporary file, if its name is still ours (see above). */
+static void upload_temp_remove(int dir, const char *tmp, const struct stat *held)
+{
+    struct stat named;
+    /* Nothing to do if even the unlink fails: start-up removes the file,
+     * and the old NAME is untouched either way. */
+    if (fstatat(dir, tmp, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(held, &named))
+        (void)unlinkat(dir, tmp, 0);
 }
 
 /*
@@ -1243,7 +1265,8 @@ static enum next put_file(struct exchange *x, const char *name)
         return reply_error(x, 413, NULL);   /* before reading any of it */
 
     char tmp[64];
-    int fd = upload_temp_create(dir, c->fd, tmp, sizeof tmp);
+    struct stat held, st;
+    int fd = upload_temp_create(dir, c->fd, tmp, sizeof tmp, &held);
     if (fd < 0)
         return reply_error(x, status_for_write_error(errno), NULL);
 
@@ -1251,7 +1274,7 @@ static enum next put_file(struct exchange *x, const char *name)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
         if (send_all(c, &iov, 1) != 0) {
-            (void)unlinkat(dir, tmp, 0);    /* while locked: see below */
+            upload_temp_remove(dir, tmp, &held);    /* while locked: see below */
             (void)close(fd);
             return NEXT_CLOSE;
         }
@@ -1259,26 +1282,32 @@ static enum next put_file(struct exchange *x, const char *name)
 
     int err = 0;
     enum body_result body = copy_body(c, req->content_length, fd, &err);
-    /* fsync reports every write error still pending, deferred ones (NFS,
-     * quotas) included, so the close() after it has nothing left to
-     * report.  The file stays open, and so locked, until it is renamed. */
+    /* On Linux, fsync reports every write error still pending, deferred
+     * ones (NFS, quotas) included, so the close() after it has nothing
+     * left to report.  The file stays open, and so locked, until it is
+     * renamed. */
     if (body == BODY_OK && fsync(fd) != 0) {
         body = BODY_WRITE_ERROR;
         err = errno;
     }
-    struct stat st;
+    /* rename() goes by name: make sure the name is still ours, so that
+     * whatever a server that ignores the locks has done (an older version
+     * of this one deleted names that clashed) never publishes its file. */
+    if (body == BODY_OK && (fstatat(dir, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                            !same_file(&held, &st))) {
+        body = BODY_WRITE_ERROR;
+        err = EIO;
+    }
     bool existed = body == BODY_OK && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (body == BODY_OK && renameat(dir, tmp, dir, name) != 0) {
         body = BODY_WRITE_ERROR;
         err = errno;
     }
     if (body != BODY_OK) {
-        /* Unlinked before the close that unlocks it: once unlocked, the
+        /* Removed before the close that unlocks it: once unlocked, the
          * file may be cleaned away and its name taken by another server's
-         * upload, which this unlink would then delete.  Nothing to do if
-         * even the unlink fails: start-up removes the file, and the old
-         * NAME is untouched either way. */
-        (void)unlinkat(dir, tmp, 0);
+         * upload, which this unlink would then delete. */
+        upload_temp_remove(dir, tmp, &held);
         (void)close(fd);    /* the file is gone: nothing to lose */
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
@@ -1300,15 +1329,20 @@ static enum next put_file(struct exchange *x, const char *name)
  */
 static bool remove_if_abandoned(int dir, const char *name)
 {
-    /* O_NONBLOCK: a FIFO given a temporary name must not hang start-up. */
-    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    /* Read-write: NFS emulates flock with a byte-range lock, and an
+     * exclusive one needs a file open for writing.  O_NONBLOCK: a FIFO
+     * given a temporary name must not hang start-up. */
+    const int flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd = openat(dir, name, O_RDWR | flags);
+    if (fd < 0 && errno == EACCES)
+        fd = openat(dir, name, O_RDONLY | flags);
     if (fd < 0)
         return false;
     struct stat held, named;
     bool removed = false;
     /* Once we hold the lock, the name must still lead to the file we
-     * locked: a writer that finished meanwhile has renamed it away (and
-     * then unlocked it by closing). */
+     * locked: its writer may have finished meanwhile, renamed it away and
+     * closed it, and the name may even be a new upload's by now. */
     if (fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
         flock(fd, LOCK_EX | LOCK_NB) == 0 &&
         fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
@@ -1334,7 +1368,10 @@ int uploads_remove_stale(int data_dir_fd)
     }
     struct dirent *e;
     while ((e = readdir(dir)) != NULL)
-        if (strncmp(e->d_name, prefix, sizeof prefix - 1) == 0 &&
+        /* Regular files only (DT_UNKNOWN: the file system does not say;
+         * remove_if_abandoned checks): opening a device has side effects. */
+        if ((e->d_type == DT_REG || e->d_type == DT_UNKNOWN) &&
+            strncmp(e->d_name, prefix, sizeof prefix - 1) == 0 &&
             remove_if_abandoned(data_dir_fd, e->d_name))
             removed++;
     (void)closedir(dir);    /* read-only: nothing to lose */

@@ -411,17 +411,49 @@ def test_upload_never_takes_over_another_servers_temp_name(start_server, tmp_pat
     pick the same temporary name: the second one must choose another, not delete the first's."""
     data = tmp_path / "data"
     srv = start_server(data_dir=data)
-    # Every name this server could pick for its first tries, held by "another server".
-    held = [locked_temp(data / f".upload-{srv.pid}-{fd}", b"theirs") for fd in range(64)]
+    # Every name this server could pick first, held by "another server".
+    held = {fd: locked_temp(data / f".upload-{srv.pid}-{fd}", b"theirs") for fd in range(64)}
     try:
-        assert put(srv, "doc", b"mine").status == 201
-        assert (data / "doc").read_bytes() == b"mine"
-        assert all((data / f".upload-{srv.pid}-{fd}").read_bytes() == b"theirs"
-                   for fd in range(64))
+        body = b"mine" * 1000
+        c = srv.connect()
+        c.send(build_request("PUT", "/files/doc", headers={"Content-Length": str(len(body))})
+               + body[:100])
+        # The clash happened: the server had to take its second name.
+        assert wait_until(lambda: [n for n in temp_uploads(data) if n.endswith("-1")], 5), \
+            temp_uploads(data)
+        c.send(body[100:])
+        assert c.read_response().status == 201
+        assert (data / "doc").read_bytes() == body
+        for fd, f in held.items():
+            path = data / f".upload-{srv.pid}-{fd}"
+            assert os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            assert path.read_bytes() == b"theirs"
         assert len(temp_uploads(data)) == 64
     finally:
-        for f in held:
+        for f in held.values():
             f.close()
+
+
+def test_starting_server_keeps_another_servers_upload_in_progress(start_server, tmp_path):
+    """A second server started on the same directory (another container, or a restart)
+    leaves the first one's upload in progress alone: the first holds its lock."""
+    data = tmp_path / "data"
+    first = start_server(data_dir=data)
+    body = os.urandom(200_000)
+    c = first.connect()
+    c.send(build_request("PUT", "/files/blob", headers={"Content-Length": str(len(body))})
+           + body[:1000])
+    assert wait_until(lambda: temp_uploads(data), 5)
+    temp = temp_uploads(data)
+
+    second = start_server(data_dir=data)
+    assert not second.matching(STALE_RE)
+    assert temp_uploads(data) == temp
+
+    c.send(body[1000:])
+    assert c.read_response().status == 201
+    assert (data / "blob").read_bytes() == body
+    assert second.request("GET", "/files/blob").body == body
 
 
 def test_sigkilled_mid_upload_leftover_removed_at_next_start(start_server, tmp_path):
@@ -437,7 +469,7 @@ def test_sigkilled_mid_upload_leftover_removed_at_next_start(start_server, tmp_p
     leftover = temp_uploads(data)
     assert leftover == [f".upload-{srv.pid}-{leftover[0].rsplit('-', 1)[1]}"]
     srv.proc.send_signal(signal.SIGKILL)
-    srv.wait_exit(5)            # reaped: its pid no longer exists
+    srv.wait_exit(5)            # exited: the kernel has dropped its lock
     c.close()
     assert temp_uploads(data) == leftover
 

@@ -310,6 +310,10 @@ def test_in_flight_sleep_and_upload_on_old_server_complete(family, tmp_path):
     up = socket.create_connection((HOST, fam.port), timeout=10)
     up.sendall(b"PUT /files/blob HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                % len(body) + body[:1000])
+    # The upload's temporary file exists before the new server starts (and
+    # looks for leftovers): only its lock keeps it.
+    data = tmp_path / "data"
+    assert wait_until(lambda: [n for n in os.listdir(data) if n.startswith(".upload-")], 5)
 
     old = fam.pid
     start = len(fam.lines)
