@@ -1308,7 +1308,7 @@ static enum next put_file(struct exchange *x, const char *name)
          * file may be cleaned away and its name taken by another server's
          * upload, which this unlink would then delete. */
         upload_temp_remove(dir, tmp, &held);
-        (void)close(fd);    /* the file is gone: nothing to lose */
+        (void)close(fd);    /* a failed upload: nothing of it to keep */
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
         if (body == BODY_WRITE_ERROR)
@@ -1347,7 +1347,7 @@ static bool remove_if_abandoned(int dir, const char *name)
         flock(fd, LOCK_EX | LOCK_NB) == 0 &&
         fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
         removed = unlinkat(dir, name, 0) == 0;
-    (void)close(fd);        /* read-only: nothing to lose; drops the lock */
+    (void)close(fd);        /* nothing written: nothing to lose; drops the lock */
     return removed;
 }
 
@@ -1368,8 +1368,9 @@ int uploads_remove_stale(int data_dir_fd)
     }
     struct dirent *e;
     while ((e = readdir(dir)) != NULL)
-        /* Regular files only (DT_UNKNOWN: the file system does not say;
-         * remove_if_abandoned checks): opening a device has side effects. */
+        /* Regular files only, since opening a device has side effects
+         * (DT_UNKNOWN, where the file system does not say, is checked
+         * after opening). */
         if ((e->d_type == DT_REG || e->d_type == DT_UNKNOWN) &&
             strncmp(e->d_name, prefix, sizeof prefix - 1) == 0 &&
             remove_if_abandoned(data_dir_fd, e->d_name))

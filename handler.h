@@ -61,7 +61,7 @@ void conn_serve(int fd, const struct conn_env *env);
 void conn_reject_busy(int fd);
 
 /*
- * Remove temporary upload files (".upload-PID-N...") left in the data
+ * Remove temporary upload files (".upload-PID-FD", "-N" added on a name clash) left in the data
  * directory by servers that no longer run (killed with SIGKILL, or a crash:
  * every orderly path removes its own).  A file is a leftover when nobody
  * holds its lock; see upload_temp_create.  Returns how many it removed.

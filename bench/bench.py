@@ -939,8 +939,6 @@ class Bench:
                      spread(s["thr"], fmt_thr), spread(g["thr"], fmt_thr) + " (1 run)",
                      "—", "within ±2", abs(median(s["thr"])) <= 2)
 
-    # timeline --------------------------------------------------------------
-
     # the floor ------------------------------------------------------------
 
     def floor(self):
@@ -968,6 +966,8 @@ class Bench:
             self.res.note(f"floor, figure 4: the server took {srv - ngx:.1f} ms longer "
                           f"than nginx to exit; waking, ending and joining 1000 bare "
                           f"threads alone takes {median([ms for ms, _ in idle]):.1f} ms")
+
+    # timeline --------------------------------------------------------------
 
     def drain_timeline(self, png):
         with self.server() as srv:
@@ -1394,7 +1394,7 @@ def main():
     legend = [
         "",
         "ratio = server ÷ nginx from the same round (median (min–max) of the per-round "
-        "ratios): higher is better for req/s, lower is better for times and memory. "
+        "ratios): higher is better for req/s, lower is better for times, CPU and memory. "
         "Times run from the signal to the end of waitpid() in the benchmark (nginx: "
         "SIGQUIT, its graceful stop, to the master's exit). RSS is VmRSS from "
         "/proc/PID/status (nginx: master + worker).",
