@@ -90,16 +90,22 @@ class Family:
             time.sleep(0.005)
         raise AssertionError(f"pid {pid} still running after {timeout}s")
 
-    def restart(self):
-        """SIGHUP the serving server; wait for the hand-over and for the old
-        one to exit.  Returns the old one's exit status."""
+    def hand_over(self):
+        """SIGHUP the serving server and wait until it hands over.  Returns
+        the old one's pid and the index of its hand-over line."""
         start = len(self.lines)
         old = self.pid
         os.kill(old, signal.SIGHUP)
         i, m = self.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
         new = int(m.group(1))
-        self.wait_line(rf"new server \(pid {new}\) is ready; handing over", i)
+        i, _ = self.wait_line(rf"new server \(pid {new}\) is ready; handing over", i)
         self.pids.append(new)
+        return old, i
+
+    def restart(self):
+        """hand_over(), then wait for the old server to exit.  Returns its
+        exit status."""
+        old, _ = self.hand_over()
         return self.wait_exit(old)
 
     def kill_all(self):
@@ -315,12 +321,7 @@ def test_in_flight_sleep_and_upload_on_old_server_complete(family, tmp_path):
     data = tmp_path / "data"
     assert wait_until(lambda: [n for n in os.listdir(data) if n.startswith(".upload-")], 5)
 
-    old = fam.pid
-    start = len(fam.lines)
-    os.kill(old, signal.SIGHUP)
-    i, m = fam.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
-    fam.wait_line(rf"new server \(pid {m.group(1)}\) is ready; handing over", i)
-    fam.pids.append(int(m.group(1)))
+    old, _ = fam.hand_over()
 
     up.sendall(body[1000:])
     reply = b""
@@ -475,12 +476,7 @@ def test_first_signal_after_handover_keeps_draining(family):
     sleeper.request("GET", "/")
     assert sleeper.getresponse().read()
     sleeper.request("GET", "/sleep?ms=800")
-    old = fam.pid
-    start = len(fam.lines)
-    os.kill(old, signal.SIGHUP)
-    i, m = fam.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
-    fam.wait_line(rf"new server \(pid {m.group(1)}\) is ready; handing over", i)
-    fam.pids.append(int(m.group(1)))
+    old, i = fam.hand_over()
     fam.wait_line(r"shutdown requested by SIGHUP; draining 1 connection\(s\), grace 30 s", i)
     os.kill(old, signal.SIGTERM)
     resp = sleeper.getresponse()
