@@ -15,7 +15,7 @@
  *                close to the last join, and the CPU time spent in them.
  *
  * No sockets: the TCP work (a FIN per connection) is paid by nginx too and
- * is measured there.  Output is one line, "<value> <cpu>", for bench.py.
+ * is measured there.  Output is one line of the numbers above, for bench.py.
  */
 #define _GNU_SOURCE
 
