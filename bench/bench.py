@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Benchmark ./server beside Debian's nginx, in the same run.
+"""Benchmark ./server beside Go's net/http and Debian's nginx, in the same run.
+
+Go (bench/go/main.go, built with Debian's golang-go) is the same pattern in
+another runtime: one goroutine per connection, Server.Shutdown.  nginx (one
+worker) is the event-loop reference.  Where go is missing its column is
+skipped with a note.
 
 Run from the repository root:
 
-    /usr/bin/python3 bench/bench.py            # full: 3 runs a figure, ~10 min
+    /usr/bin/python3 bench/bench.py            # full: 3 runs a figure, ~15 min
     /usr/bin/python3 bench/bench.py --quick    # CI: one short run a figure
 
 The full run writes bench/results.md and bench/drain.png.  --quick writes
@@ -221,11 +226,13 @@ class Server:
 
     def __init__(self, tmp, extra=()):
         self.data_dir = tempfile.mkdtemp(prefix="data-", dir=tmp)
+        self._start([SERVER_BIN, "--port", "0", "--data-dir", self.data_dir,
+                     "--max-conns", "20000", *extra])
+
+    def _start(self, argv):
         self.lines = []
         self._cond = threading.Condition()
-        self.proc = spawn([SERVER_BIN, "--port", "0", "--data-dir", self.data_dir,
-                           "--max-conns", "20000", *extra],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
@@ -288,6 +295,36 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class GoServer(Server):
+    """bench/go/main.go: the same pattern in Go's net/http, one goroutine
+    per connection, drained by Server.Shutdown on SIGINT (exit 0 when every
+    connection finished)."""
+
+    def __init__(self, exe):
+        self._start([exe, "-addr", f"{HOST}:0", "-grace", "30"])
+
+
+def build_go(tmp):
+    """Build bench/go/main.go with Debian's golang-go, standard library
+    only (GO111MODULE=off: nothing is fetched); the executable's path, or
+    None and why."""
+    go = shutil.which("go") or shutil.which("go", path="/usr/lib/go/bin")
+    if go is None:
+        return None, "go not found (Debian package golang-go): the Go column is skipped"
+    exe = os.path.join(tmp, "go-graceful")
+    env = dict(os.environ, GO111MODULE="off", GOFLAGS="", CGO_ENABLED="0",
+               GOCACHE=os.path.join(tmp, "gocache"), GOPATH=os.path.join(tmp, "gopath"))
+    try:
+        r = subprocess.run([go, "build", "-o", exe, str(BENCH_DIR / "go" / "main.go")],
+                           env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"go build failed ({exc}): the Go column is skipped"
+    if r.returncode != 0:
+        return None, (f"go build failed: {(r.stderr or r.stdout).strip()[-300:]}: "
+                      f"the Go column is skipped")
+    return exe, first_line([go, "version"])
 
 
 def get_root(port, want_body=False):
@@ -562,9 +599,10 @@ def wrk(port, conns, secs, close=False):
     return float(m.group(1)), int(done.group(1)), "; ".join(notes)
 
 
-def ab(port, n, time_limit):
-    """ab -n n -c 8 (a new connection per request): (complete, failed, req/s)."""
-    args = [TOOL["ab"], "-q", "-r", "-t", str(time_limit), "-n", str(n), "-c", "8",
+def ab(port, n, time_limit, conc=8):
+    """ab -n n -c conc (a new connection per request), for at most
+    time_limit seconds: (complete, failed, req/s)."""
+    args = [TOOL["ab"], "-q", "-r", "-t", str(time_limit), "-n", str(n), "-c", str(conc),
             f"http://{HOST}:{port}/"]
     out = run_tool(args, timeout=time_limit + 60)
     complete = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
@@ -576,6 +614,9 @@ def ab(port, n, time_limit):
 
 # --------------------------------------------------------------------------
 # results
+
+WHO = ("ours", "go", "nginx")
+NAMES = {"ours": "./server", "go": "Go net/http", "nginx": "nginx, 1 worker"}
 
 
 def median(xs):
@@ -589,6 +630,11 @@ def spread(xs, fmt):
     if len(xs) == 1:
         return fmt(xs[0])
     return f"{fmt(median(xs))} ({fmt(min(xs))}–{fmt(max(xs))})"
+
+
+def ratios(a, b):
+    """Per-round ratios a[i] / b[i] (rounds where both ran)."""
+    return [x / y for x, y in zip(a, b) if y > 0]
 
 
 def f_int(x):
@@ -616,34 +662,51 @@ def f_ratio(x):
 
 
 class Results:
+    HEAD = ("figure", "ours", "Go net/http", "nginx, 1 worker", "ours ÷ Go",
+            "ours ÷ nginx", "target", "met?")
+
     def __init__(self, quick):
         self.quick = quick
-        self.rows = []      # figure, server, nginx, ratio, target, met
+        self.rows = []
         self.notes = []
         self.errors = []
         self.timeline = None    # one-paragraph summary of the drain timeline
 
-    def row(self, figure, server, nginx="—", ratio="—", target="—", met=None):
+    def row(self, figure, got=None, fmt=None, target="—", met=None, cells=None):
+        """A table row.  got maps who -> list of per-round values (lists of
+        the same length, one value per round); the ratio columns are the
+        median (min–max) of the per-round ratios.  cells overrides the
+        ours/Go/nginx cells with text."""
+        got = got or {}
+        cells = dict(cells or {})
+        for who in WHO:
+            if who not in cells:
+                cells[who] = spread(got.get(who, []), fmt) if fmt else "—"
+        r_go = spread(ratios(got.get("ours", []), got.get("go", [])), f_ratio) \
+            if got.get("go") and got.get("ours") else "—"
+        r_ngx = spread(ratios(got.get("ours", []), got.get("nginx", [])), f_ratio) \
+            if got.get("nginx") and got.get("ours") else "—"
         if met is None:
             verdict = "—"
         else:
             verdict = "yes" if met else "missed"
             if self.quick:
                 verdict += "*"
-        self.rows.append((figure, server, nginx, ratio, target, verdict))
+        self.rows.append((figure, cells["ours"], cells["go"], cells["nginx"],
+                          r_go, r_ngx, target, verdict))
 
     def error(self, figure, exc):
         self.errors.append(figure)
-        self.rows.append((figure, f"error: {exc}", "—", "—", "—", "error"))
+        self.rows.append((figure, f"error: {exc}", "—", "—", "—", "—", "—", "error"))
 
     def note(self, text):
         log(f"  note: {text}")
         self.notes.append(text)
 
     def table(self):
-        head = ("figure", "server", "nginx", "ratio", "target", "met?")
-        lines = ["| " + " | ".join(head) + " |",
-                 "|" + "|".join("---" for _ in head) + "|"]
+        lines = ["| " + " | ".join(self.HEAD) + " |",
+                 "|" + "|".join("---" for _ in self.HEAD) + "|"]
+
         def number(row):
             m = re.match(r"(\d+)\.", row[0])
             return int(m.group(1)) if m else 99
@@ -652,153 +715,236 @@ class Results:
         return "\n".join(lines)
 
 
+def med_ratio(got, a, b):
+    """Median of the per-round ratios got[a] / got[b]; None if b did not run."""
+    rs = ratios(got.get(a, []), got.get(b, []))
+    return median(rs) if rs else None
+
+
 # --------------------------------------------------------------------------
 # the figures
 
 
 class Bench:
-    def __init__(self, args, tmp, body):
+    def __init__(self, args, tmp, body, go_exe, floor_exe):
         self.quick = args.quick
         self.tmp = tmp
         self.body = body
+        self.go_exe = go_exe
+        self.floor_exe = floor_exe
+        self.who = [w for w in WHO if w != "go" or go_exe]
         self.runs = 1 if args.quick else 3
         self.res = Results(args.quick)
-        # Medians kept for the floor step: figure -> (server, nginx).
-        self.cpu_per_request = {}
-        self.idle_exit_ms = None
 
-    def server(self, extra=()):
-        return Server(self.tmp, extra)
-
-    def nginx(self):
+    def start(self, who):
+        if who == "ours":
+            return Server(self.tmp)
+        if who == "go":
+            return GoServer(self.go_exe)
         return Nginx(self.tmp, self.body)
 
     def order(self, i):
-        """Alternate who goes first, so neither always gets a cold start."""
-        return ("server", "nginx") if i % 2 == 0 else ("nginx", "server")
+        """Rotate who goes first, so none always gets a cold start."""
+        k = i % len(self.who)
+        return self.who[k:] + self.who[:k]
+
+    def go_part(self, got, want, what):
+        """The Go half of a target: (met or None when Go did not run, text)."""
+        r = med_ratio(got, "ours", "go")
+        if r is None:
+            return None, f"{what}: Go not measured"
+        return want(r), f"{what}: {r:.2f}x"
+
+    def floor_churn(self):
+        """CPU µs to start, end and join one empty thread (bench/floor.c)."""
+        n = 2000 if self.quick else 20000
+        return float(run_tool([self.floor_exe, "churn", n], 120))
+
+    def floor_idle(self, n):
+        """(ms, CPU ms) to wake, end and join n bare idle threads."""
+        ms, cpu = map(float, run_tool([self.floor_exe, "idle", n], 120).split())
+        return ms, cpu
 
     # 1 and 2 ------------------------------------------------------------
 
     def throughput(self):
         secs = 1 if self.quick else 5
-        with self.server() as srv, self.nginx() as ngx:
-            procs = {"server": srv, "nginx": ngx}
-            for label, conns, close, target in (
-                    ("1. keep-alive throughput, wrk -c64 (req/s)", 64, False, 1.0),
-                    ("2. new connection per request, wrk -c32 close (req/s)", 32, True, 0.8)):
+        figures = (
+            ("1. keep-alive throughput, wrk -t2 -c64 (req/s)", "wrk", 64, False),
+            ("2. new connection per request, wrk -t2 -c32 Connection: close (req/s)",
+             "wrk", 32, True),
+            ("2. new connection per request, ab -c32 (req/s)", "ab", 32, True),
+        )
+        procs = {}
+        try:
+            for who in self.who:
+                procs[who] = self.start(who)
+            for label, tool, conns, close in figures:
                 try:
-                    got = {"server": [], "nginx": []}
-                    cpu = {"server": [], "nginx": []}   # µs of CPU per request
-                    for i in range(self.runs):
-                        for who in self.order(i):
-                            cpu0 = procs[who].cpu_s()
-                            rps, done, note = wrk(procs[who].port, conns, secs, close)
-                            cpu[who].append((procs[who].cpu_s() - cpu0) * 1e6 / done)
-                            log(f"  {label[:2]} run {i + 1} {who}: {rps:,.0f} req/s, "
-                                f"{cpu[who][-1]:.1f} µs CPU/request {note}")
-                            got[who].append(rps)
-                            if note:
-                                self.res.note(f"{label[:2]} {who} run {i + 1}: {note}")
-                    ratios = [s / n for s, n in zip(got["server"], got["nginx"])]
-                    self.res.row(label, spread(got["server"], f_int),
-                                 spread(got["nginx"], f_int), spread(ratios, f_ratio),
-                                 f"≥ {target:.1f}x nginx", median(ratios) >= target)
-                    ratios = [s / n for s, n in zip(cpu["server"], cpu["nginx"])]
-                    self.res.row(f"{label[:2]} its CPU per request (µs, from /proc)",
-                                 spread(cpu["server"], f_us),
-                                 spread(cpu["nginx"], f_us) + " (master+worker)",
-                                 spread(ratios, f_ratio))
-                    self.cpu_per_request[label[0]] = (median(cpu["server"]),
-                                                      median(cpu["nginx"]))
+                    self._throughput_figure(procs, label, tool, conns, close, secs)
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     self.fail(label, exc)
-                for p in (srv.proc, ngx.proc):
-                    if p.poll() is not None:
-                        raise RuntimeError(f"pid {p.pid} died during wrk (status {p.returncode})")
+                for who, p in procs.items():
+                    if p.proc.poll() is not None:
+                        raise RuntimeError(f"{who} (pid {p.pid}) died during the load "
+                                           f"(status {p.proc.returncode})")
+        finally:
+            for p in procs.values():
+                p.stop()
+
+    def _throughput_figure(self, procs, label, tool, conns, close, secs):
+        got = {w: [] for w in self.who}
+        cpu = {w: [] for w in self.who}     # µs of CPU per request
+        floor = []
+        for i in range(self.runs):
+            for who in self.order(i):
+                cpu0 = procs[who].cpu_s()
+                if tool == "wrk":
+                    rps, done, note = wrk(procs[who].port, conns, secs, close)
+                else:
+                    done, failed, rps = ab(procs[who].port, 10**7, secs, conns)
+                    note = f"{failed} failed" if failed else ""
+                cpu[who].append((procs[who].cpu_s() - cpu0) * 1e6 / max(done, 1))
+                got[who].append(rps)
+                log(f"  {label[:2]} {tool} run {i + 1} {who}: {rps:,.0f} req/s, "
+                    f"{cpu[who][-1]:.1f} µs CPU/request {note}")
+                if note:
+                    self.res.note(f"{label[:2]} {tool} {who} run {i + 1}: {note}")
+            if close:
+                floor.append(self.floor_churn())
+        if not close:
+            met_go, t_go = self.go_part(got, lambda r: r >= 1.3, "≥ 1.3x Go")
+            r_ngx = med_ratio(got, "ours", "nginx")
+            met = r_ngx >= 0.95 and met_go is not False
+            self.res.row(label, got, f_int, f"{t_go}; ≥ 0.95x nginx: {r_ngx:.2f}x", met)
+            self.res.row(f"{label[:2]} its CPU per request (µs, from /proc; nginx: "
+                         f"master+worker)", cpu, f_us)
+            return
+        met_go, t_go = self.go_part(got, lambda r: r >= 1.2, "≥ 1.2x Go")
+        self.res.row(label, got, f_int, t_go, met_go)
+        if tool != "wrk":
+            self.res.row(f"{label[:2]} {tool} -c{conns}: its CPU per request (µs)", cpu, f_us)
+            return
+        # CPU: at most nginx's plus 1.15x the bare-thread floor, per round.
+        bound = [n + 1.15 * f for n, f in zip(cpu["nginx"], floor)]
+        over = [o / b for o, b in zip(cpu["ours"], bound)]
+        self.res.row(f"{label[:2]} its CPU per request (µs, from /proc; nginx: "
+                     f"master+worker)", cpu, f_us,
+                     f"≤ nginx + 1.15 × floor = {median(bound):.1f} µs "
+                     f"(ours ÷ that: {median(over):.2f}x)", median(over) <= 1.0)
+        self.res.row(f"{label[:2]} floor: start, end and join one empty thread "
+                     f"(µs of CPU, bench/floor.c), same rounds", cells={"ours": spread(floor, f_us)})
+        self.res.note(f"floor, figure 2: ours used {median(cpu['ours']) - median(cpu['nginx']):.1f}"
+                      f" µs more CPU per request than nginx; starting, ending and joining a"
+                      f" bare thread alone costs {median(floor):.1f} µs")
 
     # 3 -------------------------------------------------------------------
 
     def idle_shutdown(self):
         label = "3. idle shutdown, signal → exit (ms)"
         n = 3 if self.quick else 10
-        got = {"server": [], "nginx": []}
+        got = {w: [] for w in self.who}
         for i in range(n):
             for who in self.order(i):
-                if who == "server":
-                    with self.server() as srv:
-                        ms, rc = srv.sigint_exit(5)
+                with self.start(who) as p:
+                    if who == "nginx":
+                        ms, rc = p.sigquit_exit(5)
+                    else:
+                        ms, rc = p.sigint_exit(5)
                         if rc != 0:
-                            raise RuntimeError(f"server exited {rc} when idle")
-                else:
-                    with self.nginx() as ngx:
-                        ms, rc = ngx.sigquit_exit(5)
+                            raise RuntimeError(f"{who} exited {rc} when idle")
                 got[who].append(ms)
-        log(f"  3: server {got['server']}\n     nginx {got['nginx']}")
-        med = median(got["server"])
-        self.res.row(label + f", median of {n}", spread(got["server"], f_ms),
-                     spread(got["nginx"], f_ms) + " (SIGQUIT)",
-                     f_ratio(med / median(got["nginx"])), "≤ 2 ms", med <= 2.0)
+        log(f"  3: {got}")
+        med = median(got["ours"])
+        self.res.row(label + f", median of {n} fresh processes", got, f_ms,
+                     "≤ 1 ms", med <= 1.0)
 
     # 4 and 6 -------------------------------------------------------------
 
     def idle_connections(self):
-        n = 1000
-        got = {w: {"exit": [], "per_conn": []} for w in ("server", "nginx")}
+        sizes = (500, 1000)
+        got = {n: {w: [] for w in self.who} for n in sizes}
+        per_conn = {w: [] for w in self.who}
+        floor = {n: [] for n in sizes}
         for i in range(self.runs):
-            for who in self.order(i):
-                with (self.server() if who == "server" else self.nginx()) as proc:
-                    # One request first (nginx's readiness check made one
-                    # too), so "before" already holds one-off allocations.
-                    if get_root(proc.port) != 200:
-                        raise RuntimeError(f"{who}: GET / failed")
-                    if who == "server":
-                        wait_until(lambda: (proc.status() or (0, 0))[1] == 1, 5)
-                    before = proc.status()
-                    socks = open_keepalive(proc.port, n, timeout=60)
-                    try:
-                        during = proc.status()
-                        ms = proc.graceful_exit(10)
-                    finally:
-                        close_all(socks)
-                per = (during[0] - before[0]) / n
-                log(f"  4/6 run {i + 1} {who}: exit {ms:.2f} ms, RSS {before[0]} → "
-                    f"{during[0]} KiB ({per:.1f} KiB/conn), threads {during[1]}")
-                if who == "server" and during[1] != n + 1:
-                    self.res.note(f"4/6 run {i + 1}: server had {during[1]} threads "
-                                  f"with {n} connections open")
-                got[who]["exit"].append(ms)
-                got[who]["per_conn"].append(per)
-        s, g = got["server"], got["nginx"]
-        ratios = [a / b for a, b in zip(s["exit"], g["exit"])]
-        med = median(s["exit"])
-        self.idle_exit_ms = (med, median(g["exit"]))
-        self.res.row(f"4. shutdown with {n} idle keep-alive conns, signal → exit (ms)",
-                     spread(s["exit"], f_ms), spread(g["exit"], f_ms) + " (SIGQUIT)",
-                     spread(ratios, f_ratio), "≤ 15 ms and ≤ nginx",
-                     med <= 15 and med <= median(g["exit"]))
-        ratios = [a / b if b > 0 else float("inf")
-                  for a, b in zip(s["per_conn"], g["per_conn"])]
-        self.res.row(f"6. RSS per idle keep-alive conn, {n} open (KiB)",
-                     spread(s["per_conn"], f_kib), spread(g["per_conn"], f_kib)
-                     + " (master+worker)", spread(ratios, f_ratio), "≤ 16 KiB",
-                     median(s["per_conn"]) <= 16)
+            for n in sizes:
+                for who in self.order(i):
+                    ms, per = self._idle_once(who, n, i)
+                    got[n][who].append(ms)
+                    if n == 1000:
+                        per_conn[who].append(per)
+                fms, fcpu = self.floor_idle(n)
+                floor[n].append(fms)
+                log(f"  4 run {i + 1} floor {n}: {fms:.2f} ms, {fcpu:.1f} ms CPU")
+        for n in sizes:
+            g = got[n]
+            met_go, t_go = self.go_part(g, lambda r: r <= 1.0, "≤ Go")
+            target, met = t_go, met_go
+            if n == 1000:
+                rf = median(ratios(g["ours"], floor[n]))
+                target += f"; ≤ 1.5x floor: {rf:.2f}x"
+                met = (met is not False) and rf <= 1.5
+            self.res.row(f"4. shutdown with {n} idle keep-alive conns, signal → exit (ms)",
+                         g, f_ms, target, met)
+            self.res.row(f"4. floor: wake, end and join {n} bare idle threads "
+                         f"(ms, bench/floor.c), same rounds",
+                         cells={"ours": spread(floor[n], f_ms)})
+        self.res.note(f"floor, figure 4: ours took {median(got[1000]['ours']):.1f} ms to exit "
+                      f"with 1000 idle connections; waking, ending and joining 1000 bare "
+                      f"threads alone takes {median(floor[1000]):.1f} ms")
+        met_go, t_go = self.go_part(per_conn, lambda r: r <= 1.0, "≤ Go")
+        med = median(per_conn["ours"])
+        self.res.row("6. RSS per idle keep-alive conn, 1000 open (KiB; nginx: master+worker)",
+                     per_conn, f_kib, f"≤ 12 KiB; {t_go}",
+                     med <= 12 and met_go is not False)
+
+    def _idle_once(self, who, n, i):
+        """Open n idle keep-alive connections to a fresh who, then its
+        graceful stop: (ms to exit, KiB of RSS per connection)."""
+        with self.start(who) as p:
+            # One request first (nginx's readiness check made one too), so
+            # "before" already holds one-off allocations.
+            if get_root(p.port) != 200:
+                raise RuntimeError(f"{who}: GET / failed")
+            if who == "ours":
+                wait_until(lambda: (p.status() or (0, 0))[1] == 1, 5)
+            before = p.status()
+            socks = open_keepalive(p.port, n, timeout=60)
+            try:
+                during = p.status()
+                ms = p.graceful_exit(10)
+            finally:
+                close_all(socks)
+        per = (during[0] - before[0]) / n
+        log(f"  4/6 run {i + 1} {who} {n}: exit {ms:.2f} ms, RSS {before[0]} → "
+            f"{during[0]} KiB ({per:.1f} KiB/conn), threads {during[1]}")
+        if who == "ours" and during[1] != n + 1:
+            self.res.note(f"4/6 run {i + 1}: ours had {during[1]} threads "
+                          f"with {n} connections open")
+        return ms, per
 
     # 5 -------------------------------------------------------------------
 
     def drain_overshoot(self):
-        overshoot, all_ok = [], True
+        got = {w: [] for w in self.who if w != "nginx"}
+        all_ok = True
         for i in range(self.runs):
-            with self.server() as srv:
-                ms, ok, detail = self._overshoot_once(srv)
-            log(f"  5 run {i + 1}: overshoot {ms:.2f} ms; {detail}")
-            if not ok:
-                all_ok = False
-                self.res.note(f"5 run {i + 1}: {detail}")
-            overshoot.append(ms)
-        med = median(overshoot)
+            for who in self.order(i):
+                if who == "nginx":
+                    continue    # no /sleep route
+                with self.start(who) as srv:
+                    ms, ok, detail = self._overshoot_once(srv)
+                log(f"  5 run {i + 1} {who}: overshoot {ms:.2f} ms; {detail}")
+                if not ok:
+                    self.res.note(f"5 run {i + 1} {who}: {detail}")
+                    if who == "ours":
+                        all_ok = False
+                got[who].append(ms)
+        med = median(got["ours"])
         self.res.row("5. drain overshoot: exit − last of 20 /sleep?ms=1000 answers (ms)",
-                     spread(overshoot, f_ms) + ("" if all_ok else " (not all 200!)"),
-                     "—", "—", "≤ 5 ms, all 20 answered 200", med <= 5 and all_ok)
+                     got, f_ms, "≤ 1 ms, all 20 answered 200", med <= 1 and all_ok,
+                     cells=None if all_ok else
+                     {"ours": spread(got["ours"], f_ms) + " (not all 200!)"})
 
     def _overshoot_once(self, srv):
         n = 20
@@ -871,30 +1017,27 @@ class Bench:
 
     def scale(self):
         n = 2000 if self.quick else 10000
-        got = {w: {"exit": [], "rss": []} for w in ("server", "nginx")}
+        got = {w: [] for w in self.who}
+        rss = {w: [] for w in self.who}
         for i in range(self.runs):
             for who in self.order(i):
-                with (self.server() if who == "server" else self.nginx()) as proc:
+                with self.start(who) as p:
                     t0 = time.monotonic()
-                    socks = open_keepalive(proc.port, n, timeout=120)
+                    socks = open_keepalive(p.port, n, timeout=120)
                     opened = time.monotonic() - t0
                     try:
-                        rss, threads = proc.status()
-                        ms = proc.graceful_exit(10)
+                        kib, threads = p.status()
+                        ms = p.graceful_exit(10)
                     finally:
                         close_all(socks)
                 log(f"  7 run {i + 1} {who}: {n} opened in {opened:.1f} s, RSS "
-                    f"{rss / 1024:.1f} MiB, threads {threads}, exit {ms:.1f} ms")
-                got[who]["exit"].append(ms)
-                got[who]["rss"].append(rss / 1024)
-        s, g = got["server"], got["nginx"]
-        self.res.row(f"7. {n:,} keep-alive conns open: signal → exit (ms)",
-                     spread(s["exit"], f_ms), spread(g["exit"], f_ms) + " (SIGQUIT)",
-                     spread([a / b for a, b in zip(s["exit"], g["exit"])], f_ratio),
-                     "≤ 1000 ms", median(s["exit"]) <= 1000)
-        self.res.row(f"7. RSS with {n:,} keep-alive conns open (MiB)",
-                     spread(s["rss"], f_mib), spread(g["rss"], f_mib) + " (master+worker)",
-                     spread([a / b for a, b in zip(s["rss"], g["rss"])], f_ratio))
+                    f"{kib / 1024:.1f} MiB, threads {threads}, exit {ms:.1f} ms")
+                got[who].append(ms)
+                rss[who].append(kib / 1024)
+        self.res.row(f"7. {n:,} keep-alive conns open: signal → exit (ms)", got, f_ms,
+                     "≤ 300 ms", median(got["ours"]) <= 300)
+        self.res.row(f"7. RSS with {n:,} keep-alive conns open (MiB; nginx: master+worker)",
+                     rss, f_mib)
 
     # 8 -------------------------------------------------------------------
 
@@ -902,19 +1045,20 @@ class Bench:
         first = 10000
         total = 20000 if self.quick else 1000000
         limit = 60 if self.quick else 240       # seconds for the second ab
-        got = {w: {"rss": [], "thr": []} for w in ("server", "nginx")}
-        # nginx is run once: it is the reference for "flat", not a target.
-        plan = [("server", i) for i in range(self.runs)] + [("nginx", 0)]
+        got = {w: {"rss": [], "thr": []} for w in self.who}
+        # Go and nginx run once: they are the references for "flat".
+        plan = [("ours", i) for i in range(self.runs)] + \
+            [(w, 0) for w in self.who if w != "ours"]
         for who, i in plan:
-            with (self.server() if who == "server" else self.nginx()) as proc:
-                settle = (lambda: (proc.status() or (0, 0))[1] == 1) \
-                    if who == "server" else (lambda: True)
-                c1, f1, rps1 = ab(proc.port, first, 120)
+            with self.start(who) as p:
+                settle = (lambda: (p.status() or (0, 0))[1] == 1) \
+                    if who == "ours" else (lambda: True)
+                c1, f1, _ = ab(p.port, first, 120)
                 wait_until(settle, 5)
-                rss0, thr0 = proc.status()
-                c2, f2, rps2 = ab(proc.port, total - first, limit)
+                rss0, thr0 = p.status()
+                c2, f2, rps2 = ab(p.port, total - first, limit)
                 wait_until(settle, 5)
-                rss1, thr1 = proc.status()
+                rss1, thr1 = p.status()
             done = c1 + c2
             log(f"  8 {who} run {i + 1}: {done:,} conns ({rps2:,.0f}/s), RSS {rss0} → "
                 f"{rss1} KiB, threads {thr0} → {thr1}, failed {f1 + f2}")
@@ -923,54 +1067,26 @@ class Bench:
                               f"{total:,} connections in its {limit} s limit")
             if f1 + f2:
                 self.res.note(f"8 {who} run {i + 1}: ab counted {f1 + f2} failed requests")
-            if who == "server" and i == 0:
-                self.res.note(f"8 server run 1: after {c1:,} conns RSS {rss0 / 1024:.2f} MiB,"
+            if who == "ours" and i == 0:
+                self.res.note(f"8 ours run 1: after {c1:,} conns RSS {rss0 / 1024:.2f} MiB,"
                               f" {thr0} thread(s); after {done:,} RSS {rss1 / 1024:.2f} MiB,"
                               f" {thr1} thread(s); ab {rps2:,.0f} conn/s")
             got[who]["rss"].append((rss1 - rss0) / 1024)
             got[who]["thr"].append(thr1 - thr0)
-        s, g = got["server"], got["nginx"]
         fmt_thr = lambda x: f"{x:+.0f}"  # noqa: E731
         fmt_rss = lambda x: f"{x:+.2f} MiB"  # noqa: E731
+        once = lambda w, k, f: spread(got[w][k], f) + ("" if w == "ours" else " (1 run)")  # noqa: E731
         self.res.row(f"8. RSS drift, {first:,} → {total:,} conns via ab -c8 (MiB)",
-                     spread(s["rss"], fmt_rss), spread(g["rss"], fmt_rss) + " (1 run)",
-                     "—", "within ±1 MiB", abs(median(s["rss"])) <= 1)
-        self.res.row(f"8. thread drift, {first:,} → {total:,} conns",
-                     spread(s["thr"], fmt_thr), spread(g["thr"], fmt_thr) + " (1 run)",
-                     "—", "within ±2", abs(median(s["thr"])) <= 2)
-
-    # the floor ------------------------------------------------------------
-
-    def floor(self):
-        """What the pattern costs with no HTTP and no sockets (bench/floor.c),
-        set beside figures 2 and 4: the part of the gap to nginx that no
-        handler code can remove."""
-        exe = build_floor(self.tmp)
-        churn = [float(run_tool([exe, "churn", 2000 if self.quick else 20000], 120))
-                 for _ in range(self.runs)]
-        idle = [tuple(map(float, run_tool([exe, "idle", 1000], 120).split()))
-                for _ in range(self.runs)]
-        self.res.row("2. floor: start, end and join one empty thread "
-                     "(µs of CPU, bench/floor.c)", spread(churn, f_us))
-        self.res.row("4. floor: wake, end and join 1000 bare idle threads "
-                     "(ms, bench/floor.c)",
-                     spread([ms for ms, _ in idle], f_ms)
-                     + f", {median([c for _, c in idle]):.1f} ms of CPU")
-        if "2" in self.cpu_per_request:
-            srv, ngx = self.cpu_per_request["2"]
-            self.res.note(f"floor, figure 2: the server used {srv - ngx:.1f} µs more CPU "
-                          f"per request than nginx; starting, ending and joining a bare "
-                          f"thread alone costs {median(churn):.1f} µs")
-        if self.idle_exit_ms is not None:
-            srv, ngx = self.idle_exit_ms
-            self.res.note(f"floor, figure 4: the server took {srv - ngx:.1f} ms longer "
-                          f"than nginx to exit; waking, ending and joining 1000 bare "
-                          f"threads alone takes {median([ms for ms, _ in idle]):.1f} ms")
+                     target="within ±1 MiB", met=abs(median(got["ours"]["rss"])) <= 1,
+                     cells={w: once(w, "rss", fmt_rss) for w in self.who})
+        self.res.row(f"8. thread drift, {first:,} → {total:,} conns (Go: OS threads)",
+                     target="within ±2", met=abs(median(got["ours"]["thr"])) <= 2,
+                     cells={w: once(w, "thr", fmt_thr) for w in self.who})
 
     # timeline --------------------------------------------------------------
 
     def drain_timeline(self, png):
-        with self.server() as srv:
+        with self.start("ours") as srv:
             data = timeline_run(srv)
         self.res.timeline = render_timeline(data, png, self.tmp)
         log(f"  {self.res.timeline}")
@@ -1313,7 +1429,7 @@ def main():
                     help="with --quick: write bench/results.md and bench/drain.png "
                          "anyway (default bench/results-quick.md, drain-quick.png)")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset of: 1,3,4,5,7,8,floor,drain "
+                    help="comma-separated subset of: 1,3,4,5,7,8,drain "
                          "(1 also runs 2, 4 also runs 6); for development")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -1343,8 +1459,12 @@ def main():
     failed = False
     try:
         body = server_body()
-        b = Bench(args, tmp, body)
-        log(f"bench: GET / body is {len(body)} bytes; nginx returns the same bytes")
+        go_exe, versions["go"] = build_go(tmp)
+        b = Bench(args, tmp, body, go_exe, build_floor(tmp))
+        if go_exe is None:
+            b.res.note(versions["go"])
+        log(f"bench: GET / body is {len(body)} bytes; nginx returns the same bytes; "
+            f"Go: {versions['go']}")
         steps = [
             ("1", "1./2. throughput", b.throughput),
             ("3", "3. idle shutdown", b.idle_shutdown),
@@ -1352,7 +1472,6 @@ def main():
             ("5", "5. drain overshoot", b.drain_overshoot),
             ("7", "7. scale", b.scale),
             ("8", "8. connection churn", b.churn),
-            ("floor", "the floor: bare threads", b.floor),
             ("drain", "drain timeline", lambda: b.drain_timeline(png_path)),
         ]
         for key, label, fn in steps:
@@ -1376,7 +1495,7 @@ def main():
             "not enforced)" if args.quick else
             "full (3 runs per figure: median (min–max); figure 3: 10 fresh processes)")
     header = [
-        "# ./server beside nginx",
+        "# ./server beside Go's net/http and nginx",
         "",
         f"Generated by `bench/bench.py{' --quick' if args.quick else ''}` on "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall:.0f} s.",
@@ -1387,17 +1506,20 @@ def main():
         f"- server: {git_desc()}, built by `make server` (the Makefile's flags)",
         f"- {versions['wrk']}",
         f"- {versions['nginx']} (1 worker, bench/nginx.conf), ab: {versions['ab']}",
+        f"- Go: {versions.get('go', '?')} (bench/go/main.go, GOMAXPROCS = cores)",
         f"- gcc: {versions['gcc']}",
         f"- {versions['gnuplot']}; python {sys.version.split()[0]}; RLIMIT_NOFILE {nofile}",
         "",
     ]
     legend = [
         "",
-        "ratio = server ÷ nginx from the same round (median (min–max) of the per-round "
-        "ratios): higher is better for req/s, lower is better for times, CPU and memory. "
-        "Times run from the signal to the end of waitpid() in the benchmark (nginx: "
-        "SIGQUIT, its graceful stop, to the master's exit). RSS is VmRSS from "
-        "/proc/PID/status (nginx: master + worker).",
+        "ours ÷ Go and ours ÷ nginx: ratios from the same round (median (min–max) of "
+        "the per-round ratios; the order of the three rotates each round): higher is "
+        "better for req/s, lower is better for times, CPU and memory. Times run from "
+        "the signal to the end of waitpid() in the benchmark (ours and Go: SIGINT; "
+        "nginx: SIGQUIT, its graceful stop, to the master's exit). RSS is VmRSS from "
+        "/proc/PID/status (nginx: master + worker). The floor rows (bench/floor.c: "
+        "bare threads, no sockets) run in the same rounds as their figure.",
     ]
     body_md = "\n".join(header) + "\n" + res.table() + "\n" + "\n".join(legend) + "\n"
     if res.notes:
