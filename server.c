@@ -534,10 +534,8 @@ struct server {
  * cache, with the same effect.  A stack given with pthread_attr_setstack
  * glibc neither advises nor unmaps, so we keep each joined thread's
  * record, stack included, for the next connection: once warm, starting a
- * connection thread maps nothing and ending one unmaps nothing.  Measured
- * against glibc's stacks: 7% less CPU per connection with a connection per
- * request (bench figure 2), a third less CPU and a quarter less time for
- * the 1000-connection shutdown (figure 4).  What glibc did that we must do
+ * connection thread maps nothing and ending one unmaps nothing
+ * (bench/results.md has what that saves).  What glibc did that we must do
  * ourselves: the guard page, the lowest page of each stack, PROT_NONE so
  * that an overflow faults instead of writing over whatever lies below.
  */
@@ -584,8 +582,8 @@ static struct conn_thread *conn_thread_get(struct server *srv)
  * touched, 8 KiB, so at most 2 MiB): beyond that, a burst of connections
  * would hold its peak of stacks for good.  While draining every one is
  * kept: nothing is started any more, and the exit that follows frees the
- * address space in one go, where unmapping 1000 stacks one by one cost
- * 10 ms of the 1000-connection shutdown.
+ * address space in one go, instead of a munmap (and its TLB shootdown) per
+ * stack.
  */
 static void conn_thread_put(struct server *srv, struct conn_thread *t)
 {
@@ -701,9 +699,8 @@ static void start_conn_thread(struct server *srv, int fd)
  * joins the threads that finished meanwhile.  Unbounded, a client that
  * reconnects as fast as we accept (ab -c8) keeps the backlog from ever
  * emptying; no thread is joined for that long, and each finished one holds
- * its stack, which then stays as a spare: RSS grew 1.3 MiB over 1,000,000
- * connections (bench figure 8), against 0.1 MiB with the bound.  The price
- * is one more ppoll() per batch.
+ * its stack, which then stays as a spare, so memory would creep up with
+ * the load.  The price is one more ppoll() per batch.
  */
 #define ACCEPT_BATCH 16
 
