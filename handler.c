@@ -71,8 +71,8 @@
  * stack pages a thread has touched stay resident for as long as it waits,
  * so one more page of frames costs every idle connection 4 KiB.  Here the
  * head and the first request bytes share the block's first page, which is
- * all of it an idle keep-alive connection touches (bench/results.md,
- * figure 6, has what that saves).
+ * all of it an idle keep-alive connection touches (bench figure 6 measures
+ * the memory per idle connection).
  */
 struct conn {
     int fd;

@@ -534,9 +534,8 @@ struct server {
  * cache, with the same effect.  A stack given with pthread_attr_setstack
  * glibc neither advises nor unmaps, so we keep each joined thread's
  * record, stack included, for the next connection: once warm, starting a
- * connection thread maps nothing and ending one unmaps nothing
- * (bench/results.md has what that saves).  What glibc did that we must do
- * ourselves: the guard page, the lowest page of each stack, PROT_NONE so
+ * connection thread maps nothing and ending one unmaps nothing.  What
+ * glibc did that we must do ourselves: the guard page, the lowest page of each stack, PROT_NONE so
  * that an overflow faults instead of writing over whatever lies below.
  */
 #define SPARE_THREADS_MAX 256
