@@ -1042,6 +1042,19 @@ static int status_for_write_error(int err)
     return err == ENOSPC || err == EDQUOT ? 507 : 500;
 }
 
+/*
+ * strerror() for a connection thread: strerror() itself may format an
+ * unknown error into one static buffer shared by every thread.
+ */
+static const char *error_text(int err, char *buf, size_t cap)
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    return strerror_r(err, buf, cap);   /* the GNU variant returns the text */
+#else
+    return strerror_r(err, buf, cap) == 0 ? buf : "unknown error";
+#endif
+}
+
 static const char *method_name(const struct exchange *x)
 {
     return x->req->method == HTTP_PUT ? "PUT" : x->head_only ? "HEAD" : "GET";
@@ -1056,8 +1069,9 @@ static enum next reply_failure(struct exchange *x, const char *name, const char 
                                int err)
 {
     int status = status_for_write_error(err);
+    char text[128];
     log_line("conn: %s /files/%s: %d %s: %s: %s", method_name(x), name, status,
-             status_reason(status), step, strerror(err));
+             status_reason(status), step, error_text(err, text, sizeof text));
     return reply_error(x, status, NULL);
 }
 
@@ -1123,8 +1137,9 @@ static enum next get_file(struct exchange *x, const char *name)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {       /* cannot keep Content-Length's promise: cut */
+            char text[128];
             log_download_cut(x, name, sent, st.st_size,
-                             n == 0 ? "the file shrank" : strerror(errno));
+                             n == 0 ? "the file shrank" : error_text(errno, text, sizeof text));
             goto out_free;
         }
         struct iovec iov = { .iov_base = chunk, .iov_len = (size_t)n };
@@ -1627,7 +1642,8 @@ void log_line(const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    /* va_start is right above: a false report of clang 14's analyzer. */
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     if (n < 0)
         return;             /* an encoding error: nothing sensible to print */
