@@ -620,8 +620,15 @@ static void *conn_thread_main(void *arg)
     return NULL;
 }
 
-/* Join every finished thread. */
-static void reap_finished(struct server *srv)
+/*
+ * Join every finished thread; returns how many are still running.  The
+ * list and the count are taken under one lock, so they agree: a thread not
+ * counted is on the list and joined here, and a thread counted writes its
+ * byte after we emptied the pipe, so the next poll wakes for it.  (A count
+ * read apart from the list can miss that byte: the thread finishes between
+ * the two, its byte is swallowed here, and the poll waits for nothing.)
+ */
+static size_t reap_finished(struct server *srv)
 {
     char bytes[256];
 
@@ -632,6 +639,7 @@ static void reap_finished(struct server *srv)
     pthread_mutex_lock(&srv->lock);
     struct conn_thread *t = srv->finished;
     srv->finished = NULL;
+    size_t live = srv->n_live;
     pthread_mutex_unlock(&srv->lock);
 
     while (t) {
@@ -643,6 +651,7 @@ static void reap_finished(struct server *srv)
         conn_thread_put(srv, t);
         t = next;
     }
+    return live;
 }
 
 static size_t live_count(struct server *srv)
@@ -1079,7 +1088,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
         paused = false;     /* timed out, or a thread ended and freed an fd */
         let_pending_signals_in(wait_mask);
         if (fds[REAPER].revents & POLLIN)
-            reap_finished(srv);
+            (void)reap_finished(srv);
         if (fds[READY].revents && restart_ready(&restart))
             return LOOP_HANDED_OVER;
         if (restart.pid != 0 && now_s() >= restart.deadline)
@@ -1111,11 +1120,7 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
-        /* Count before reaping: a thread no longer counted has already put
-         * itself on the finished list, so this reap joins it. */
-        size_t live = live_count(srv);
-        reap_finished(srv);
-        if (live == 0)
+        if (reap_finished(srv) == 0)
             return DRAIN_DONE;
         double left = deadline - now_s();
         if (left <= 0)
@@ -1144,9 +1149,7 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
-        size_t live = live_count(srv);  /* before reaping: see above */
-        reap_finished(srv);
-        if (live == 0)
+        if (reap_finished(srv) == 0)
             return;
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
             log_line("server: ppoll: %s", strerror(errno));
