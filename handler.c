@@ -66,13 +66,15 @@
 #define RESPONSE_HEAD_MAX 256
 
 /*
- * Everything a connection owns, in one heap block: its state, the head of
- * the response being sent, and the request buffer.  Not on the stack: the
- * stack pages a thread has touched stay resident for as long as it waits,
- * so one more page of frames costs every idle connection 4 KiB.  Here the
- * head and the first request bytes share the block's first page, which is
- * all of it an idle keep-alive connection touches (bench figure 6 measures
- * the memory per idle connection).
+ * Everything a connection owns, in one block on its thread's stack: its
+ * state, the head of the response being sent, and the request buffer.
+ * Only the pages a thread touches are resident; an idle keep-alive
+ * connection touches three of its stack (glibc's thread descriptor and
+ * TLS, the frames above this block, and the block's low end, where the
+ * state, the head and the first request bytes share a page with the frames
+ * below) and no heap at all.  A heap block would cost a page of its own,
+ * and a malloc and free per connection on arenas that the threads share
+ * (bench figure 6 measures the memory per idle connection).
  */
 struct conn {
     int fd;
@@ -1587,14 +1589,10 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     return reply_error(&x, rt.status, rt.allow);
 }
 
-static struct conn *conn_new(int fd, const struct conn_env *env)
+/* The fields one by one: a struct assignment or memset would also write
+ * the 16 KiB request buffer, making all its pages resident for nothing. */
+static void conn_init(struct conn *c, int fd, const struct conn_env *env)
 {
-    /* malloc, and the fields one by one: calloc or a struct assignment
-     * would also zero the 16 KiB request buffer, making all its pages
-     * resident for nothing. */
-    struct conn *c = malloc(sizeof *c);
-    if (c == NULL)
-        return NULL;
     c->fd = fd;
     c->env = env;
     c->len = 0;
@@ -1605,16 +1603,13 @@ static struct conn *conn_new(int fd, const struct conn_env *env)
     c->started_ms = now_ms();
     c->date_second = (time_t)-1;
     c->date[0] = '\0';
-    return c;
 }
 
 void conn_serve(int fd, const struct conn_env *env)
 {
-    struct conn *c = conn_new(fd, env);
-    if (c == NULL) {
-        conn_reject_busy(fd);   /* out of memory: 503, and it closes fd */
-        return;
-    }
+    struct conn conn;
+    struct conn *c = &conn;
+    conn_init(c, fd, env);
     for (bool first = true;; first = false) {
         struct http_request req;
         int status = 0;
@@ -1629,7 +1624,6 @@ void conn_serve(int fd, const struct conn_env *env)
             break;
     }
     conn_close(c);
-    free(c);
 }
 
 /* ------------------------------------------------------------------ */

@@ -62,9 +62,10 @@
 /*
  * Each connection thread's stack.  The default (8 MiB of address space)
  * would cap us at a few thousand threads on a 32-bit system and wastes
- * address space everywhere; handlers keep big buffers on the heap, so a
- * small stack is plenty (the deepest path measured touches two pages, one
- * of them glibc's thread descriptor and TLS).  Only the pages a thread
+ * address space everywhere.  A small stack is plenty: a connection keeps
+ * its 17 KiB block here (see struct conn in handler.c) and an idle one
+ * touches three pages, one of them glibc's thread descriptor and TLS;
+ * file transfers keep their buffers on the heap.  Only the pages a thread
  * touches become resident.  Sanitizers need more, hence the override.
  */
 #ifndef CONN_STACK_SIZE
@@ -580,7 +581,7 @@ static struct conn_thread *conn_thread_get(struct server *srv)
 /*
  * Keep a joined thread's record and stack for the next connection, up to
  * SPARE_THREADS_MAX of them (a spare stack keeps the pages its threads
- * touched, 8 KiB, so at most 2 MiB): beyond that, a burst of connections
+ * touched, 12 KiB for most, so about 3 MiB): beyond that, a burst of connections
  * would hold its peak of stacks for good.  While draining every one is
  * kept: nothing is started any more, and the exit that follows frees the
  * address space in one go, instead of a munmap (and its TLB shootdown) per
