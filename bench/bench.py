@@ -1417,6 +1417,20 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+HAND_MARK = "<!-- Written by hand from here on: bench.py keeps it when it rewrites this file. -->"
+
+
+def kept_by_hand(path):
+    """The hand-written part of an existing results file (the log of what
+    was measured and why), from HAND_MARK to the end; '' if none."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    i = text.find(HAND_MARK)
+    return "\n" + text[i:] if i >= 0 else ""
+
+
 def on_sigterm(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -1533,7 +1547,7 @@ def main():
     if only:
         log(f"bench: --only given: not writing {results_path.name}")
     else:
-        results_path.write_text(body_md)
+        results_path.write_text(body_md + kept_by_hand(results_path))
         log(f"bench: wrote {results_path.relative_to(REPO)}"
             f"{' and ' + str(png_path.relative_to(REPO)) if png_path.exists() else ''}")
     log(f"bench: done in {wall:.0f} s")
