@@ -761,9 +761,10 @@ class Bench:
         return float(run_tool([self.floor_exe, "churn", n], 120))
 
     def floor_idle(self, n):
-        """(ms, CPU ms) to wake, end and join n bare idle threads."""
-        ms, cpu = map(float, run_tool([self.floor_exe, "idle", n], 120).split())
-        return ms, cpu
+        """(ms, CPU ms) to wake, end and join n bare idle threads, and the
+        KiB of RSS each of them added while asleep."""
+        ms, cpu, kib = map(float, run_tool([self.floor_exe, "idle", n], 120).split())
+        return ms, cpu, kib
 
     # 1 and 2 ------------------------------------------------------------
 
@@ -866,6 +867,7 @@ class Bench:
         got = {n: {w: [] for w in self.who} for n in sizes}
         per_conn = {w: [] for w in self.who}
         floor = {n: [] for n in sizes}
+        floor_kib = []
         for i in range(self.runs):
             for n in sizes:
                 for who in self.order(i):
@@ -873,9 +875,12 @@ class Bench:
                     got[n][who].append(ms)
                     if n == 1000:
                         per_conn[who].append(per)
-                fms, fcpu = self.floor_idle(n)
+                fms, fcpu, fkib = self.floor_idle(n)
                 floor[n].append(fms)
-                log(f"  4 run {i + 1} floor {n}: {fms:.2f} ms, {fcpu:.1f} ms CPU")
+                if n == 1000:
+                    floor_kib.append(fkib)
+                log(f"  4 run {i + 1} floor {n}: {fms:.2f} ms, {fcpu:.1f} ms CPU, "
+                    f"{fkib:.1f} KiB/thread")
         for n in sizes:
             g = got[n]
             met_go, t_go = self.go_part(g, lambda r: r <= 1.0, "≤ Go")
@@ -897,6 +902,9 @@ class Bench:
         self.res.row("6. RSS per idle keep-alive conn, 1000 open (KiB; nginx: master+worker)",
                      per_conn, f_kib, f"≤ 12 KiB; {t_go}",
                      med <= 12 and met_go is not False)
+        self.res.row("6. floor: RSS per bare thread asleep in poll(), 1000 of them "
+                     "(KiB, bench/floor.c), same rounds",
+                     cells={"ours": spread(floor_kib, f_kib)})
 
     def _idle_once(self, who, n, i):
         """Open n idle keep-alive connections to a fresh who, then its

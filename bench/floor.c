@@ -12,7 +12,9 @@
  *                keep-alive connections wait on the drain pipe; then close
  *                the pipe's write end and join them all, as the server's
  *                drain does for figure 4.  Prints the milliseconds from the
- *                close to the last join, and the CPU time spent in them.
+ *                close to the last join, the CPU time spent in them, and
+ *                the resident memory each sleeping thread added (KiB, from
+ *                VmRSS), the floor of figure 6.
  *
  * No sockets: the TCP work (a FIN per connection) is paid by nginx too and
  * is measured there.  Output is one line of the numbers above, for bench.py.
@@ -113,6 +115,23 @@ static void *wait_on_pipe(void *arg)
     return NULL;
 }
 
+/* VmRSS of this process in KiB; -1 if /proc cannot tell. */
+static long rss_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
+            break;
+        }
+    (void)fclose(f);
+    return kib;
+}
+
 /* True once the thread is asleep (state S in /proc): inside poll(), since
  * it has nothing else to sleep in. */
 static bool asleep(const struct idler *w)
@@ -138,6 +157,7 @@ static void idle(long n)
     struct idler *w = calloc((size_t)n, sizeof *w);
     if (w == NULL || pipe(pipefd) != 0)
         die("setup", errno);
+    long rss0 = rss_kib();
     for (long i = 0; i < n; i++) {
         w[i].fd = pipefd[0];
         start(&w[i].thread, stack_new(), wait_on_pipe, &w[i]);
@@ -150,6 +170,7 @@ static void idle(long n)
             if (now_ms() > give_up)
                 die("threads never went to sleep", ETIMEDOUT);
 
+    long rss1 = rss_kib();
     double cpu0 = cpu_ms(), t0 = now_ms();
     (void)close(pipefd[1]);
     for (long i = 0; i < n; i++) {
@@ -157,7 +178,9 @@ static void idle(long n)
         if (rc != 0)
             die("pthread_join", rc);
     }
-    printf("%.2f %.2f\n", now_ms() - t0, cpu_ms() - cpu0);
+    double ms = now_ms() - t0, cpu = cpu_ms() - cpu0;
+    printf("%.2f %.2f %.2f\n", ms, cpu,
+           rss0 < 0 || rss1 < 0 ? -1.0 : (double)(rss1 - rss0) / (double)n);
     free(w);
 }
 
