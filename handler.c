@@ -322,6 +322,7 @@ static const char *status_reason(int status)
     case 100: return "Continue";
     case 200: return "OK";
     case 201: return "Created";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -369,10 +370,13 @@ static size_t format_head(const struct response *r, const char *date, char *out,
         text_str(&t, "\r\nDate: ");
         text_str(&t, date);
     }
-    text_str(&t, "\r\nContent-Type: ");
-    text_str(&t, r->content_type);
-    text_str(&t, "\r\nContent-Length: ");
-    text_uint(&t, (unsigned long long)r->content_length, 1);
+    /* 204 and 304 have no content, and no Content-Length (RFC 9110 8.6). */
+    if (r->status != 204 && r->status != 304) {
+        text_str(&t, "\r\nContent-Type: ");
+        text_str(&t, r->content_type);
+        text_str(&t, "\r\nContent-Length: ");
+        text_uint(&t, (unsigned long long)r->content_length, 1);
+    }
     text_str(&t, "\r\n");
     if (!r->keep_alive)
         text_str(&t, "Connection: close\r\n");
@@ -570,7 +574,7 @@ static bool token_eq(const char *s, size_t n, const char *lit)
 static enum http_method method_from(const char *s, size_t n, bool *known)
 {
     static const char *const others[] = {
-        "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+        "POST", "DELETE", "PATCH", "TRACE", "CONNECT",
     };
 
     *known = true;
@@ -581,6 +585,8 @@ static enum http_method method_from(const char *s, size_t n, bool *known)
         return HTTP_HEAD;
     if (n == 3 && memcmp(s, "PUT", 3) == 0)
         return HTTP_PUT;
+    if (n == 7 && memcmp(s, "OPTIONS", 7) == 0)
+        return HTTP_OPTIONS;
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         if (strlen(others[i]) == n && memcmp(s, others[i], n) == 0)
             return HTTP_OTHER_KNOWN;
@@ -605,6 +611,10 @@ static enum http_parse_result parse_request_line(const char *s, size_t n,
     while (i < n && is_tchar((unsigned char)s[i]))
         i++;
     size_t method_len = i;
+    /* Longer than any method we know: not implemented, whatever follows
+     * (414 is about the target, not the method). */
+    if (method_len > HTTP_METHOD_MAX)
+        return parse_error(status, 501);
     if (i == n)
         return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
     if (s[i] != ' ' || method_len == 0)
@@ -614,6 +624,10 @@ static enum http_parse_result parse_request_line(const char *s, size_t n,
     while (i < n && is_vchar((unsigned char)s[i]))
         i++;
     size_t target_len = i - target_start;
+    /* A fragment is for the client alone; one sent to us is a malformed
+     * target (RFC 9112 3.2: origin-form has no fragment). */
+    if (memchr(s + target_start, '#', target_len) != NULL)
+        return parse_error(status, 400);
     if (i == n)
         return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
     if (s[i] != ' ' || target_len == 0)
@@ -681,6 +695,96 @@ static void parse_connection_tokens(const char *s, size_t n,
     }
 }
 
+/*
+ * Host: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2), strictly: not
+ * empty, a reg-name or an IP literal in brackets, a port of 1-5 digits.
+ * A comma, space, '/', '@' or '?' is not part of a host: a list of hosts,
+ * a path or userinfo sent as Host is rejected, not guessed at.
+ */
+static bool valid_host(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        /* IP-literal: hex digits, ':' and '.' (IPv6, IPv4-mapped) or an
+         * IPvFuture; checked loosely, but it must end in ']'. */
+        for (i = 1; i < n && s[i] != ']'; i++)
+            if (!is_tchar((unsigned char)s[i]) && s[i] != ':')
+                return false;
+        if (i == n || i == 1)
+            return false;
+        i++;
+    } else {
+        /* reg-name: unreserved, pct-encoded, sub-delims but ','. */
+        while (i < n && s[i] != ':') {
+            unsigned char ch = (unsigned char)s[i];
+            bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || (ch != '\0' && strchr("-._~%!$&'()*+;=", ch));
+            if (!ok)
+                return false;
+            i++;
+        }
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (s[i] != ':' || n - i - 1 == 0 || n - i - 1 > 5)
+        return false;
+    for (i++; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/*
+ * Transfer-Encoding's value: 0 if it is exactly "chunked" (case-insensitive,
+ * RFC 9112 7), else the status to answer.  Strict, since the framing of
+ * the body depends on it:
+ *   - chunked must be the last coding, or the length of the body cannot be
+ *     known: 400 (RFC 9112 6.3); that includes "identity", "xchunked" and
+ *     "chunked;a=b", which are not chunked;
+ *   - chunked twice ("chunked, chunked") is forbidden (RFC 9112 6.1): 400;
+ *   - an empty element (an empty value, a leading, trailing or double
+ *     comma) is 400: RFC 9110 5.6.1 asks a recipient to skip empty list
+ *     elements, but in a framing header we refuse to guess;
+ *   - other codings before chunked (gzip, chunked) are valid but not
+ *     implemented: 501 (RFC 9112 6.1).
+ */
+static int parse_transfer_encoding(const char *s, size_t n)
+{
+    size_t i = 0;
+    bool other = false, chunked_last = false;
+
+    for (;;) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < n && is_tchar((unsigned char)s[i]))
+            i++;
+        size_t len = i - start;
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        bool params = i < n && s[i] == ';';
+        while (i < n && s[i] != ',')     /* parameters: any coding but chunked */
+            i++;
+        if (len == 0)
+            return 400;                  /* empty element, or junk */
+        if (chunked_last)
+            return 400;                  /* something after chunked */
+        if (!params && token_eq(s + start, len, "chunked"))
+            chunked_last = true;
+        else
+            other = true;
+        if (i == n)
+            break;
+        i++;                            /* the comma */
+    }
+    if (!chunked_last)
+        return 400;
+    return other ? 501 : 0;
+}
+
 /* One complete header line (without CRLF). */
 static enum http_parse_result parse_header(const char *s, size_t n,
                                            struct http_request *req,
@@ -715,11 +819,19 @@ static enum http_parse_result parse_header(const char *s, size_t n,
             return parse_error(status, 400);
         req->content_length = cl;
     } else if (token_eq(name, name_len, "Host")) {
-        if (req->has_host)
+        if (req->has_host || !valid_host(value, value_len))
             return parse_error(status, 400);
         req->has_host = 1;
     } else if (token_eq(name, name_len, "Transfer-Encoding")) {
-        req->has_transfer_encoding = 1;
+        /* One line only: two would be one list split in two, and a
+         * proxy that reads only one of them frames the body otherwise.
+         * HTTP/1.0 has no transfer codings (RFC 9112 6.1). */
+        if (req->chunked || req->minor_version == 0)
+            return parse_error(status, 400);
+        int st = parse_transfer_encoding(value, value_len);
+        if (st != 0)
+            return parse_error(status, st);
+        req->chunked = 1;
     } else if (token_eq(name, name_len, "Connection")) {
         parse_connection_tokens(value, value_len, req);
     } else if (token_eq(name, name_len, "Expect")) {
@@ -752,12 +864,12 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
         if (lf == NULL) {
             size_t have = len - pos;
             if (!have_request_line) {
-                if (have > HTTP_REQUEST_LINE_MAX)
-                    return parse_error(status, 414);
                 /* The CR of the CRLF may have arrived without its LF. */
                 size_t check = have > 0 && line[have - 1] == '\r' ? have - 1 : have;
                 if (parse_request_line(line, check, false, req, status) == HTTP_PARSE_ERROR)
                     return HTTP_PARSE_ERROR;
+                if (have > HTTP_REQUEST_LINE_MAX)
+                    return parse_error(status, 414);
             }
             if (len >= HTTP_HEAD_MAX)
                 return parse_error(status, have_request_line ? 431 : 414);
@@ -772,10 +884,10 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
             return parse_error(status, have_request_line ? 431 : 414);
 
         if (!have_request_line) {
-            if (n > HTTP_REQUEST_LINE_MAX)
-                return parse_error(status, 414);
             if (parse_request_line(line, n, true, req, status) != HTTP_PARSE_DONE)
                 return HTTP_PARSE_ERROR;
+            if (n > HTTP_REQUEST_LINE_MAX)
+                return parse_error(status, 414);
             have_request_line = true;
             continue;
         }
@@ -790,8 +902,257 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
     /* RFC 9112 3.2: a 1.1 request without Host gets 400. */
     if (req->minor_version == 1 && !req->has_host)
         return parse_error(status, 400);
+    /* Both framings at once is the classic smuggling shape; RFC 9112 6.1
+     * lets a server reject it, and we do (then close: see reply_error). */
+    if (req->chunked && req->content_length >= 0)
+        return parse_error(status, 400);
     req->head_len = pos;
     return HTTP_PARSE_DONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding chunked bodies (no sockets: see http_chunked_decode)      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * chunked-body = *chunk last-chunk trailer-section CRLF      (RFC 9112 7.1)
+ * chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+ *
+ * One state per place in that grammar where the next byte is judged
+ * differently.  Strict throughout: the size is hex digits only, with no
+ * sign, "0x" or whitespace; every line ends in CRLF; an extension is
+ * ";name" or ";name=value" with no whitespace (RFC 9112 7.1.1 allows BWS
+ * around ';' and '=', which no client we know sends) and is ignored; a
+ * trailer field is parsed like a header field and discarded (RFC 9112
+ * 7.1.2: never merged into the head, so a Content-Length there frames
+ * nothing).
+ */
+enum chunk_state {
+    CHUNK_SIZE,             /* hex digits of a chunk size */
+    CHUNK_EXT_NAME,         /* after ';': an extension name */
+    CHUNK_EXT_VALUE,        /* after '=': a token, or a quoted string */
+    CHUNK_EXT_QUOTED,       /* inside a quoted-string value */
+    CHUNK_EXT_ESCAPE,       /* after a backslash inside it */
+    CHUNK_EXT_QUOTE_END,    /* after its closing quote */
+    CHUNK_SIZE_LF,          /* the size line's CR seen: LF next */
+    CHUNK_DATA,             /* size bytes of data */
+    CHUNK_DATA_CR,          /* the CRLF after the data */
+    CHUNK_DATA_LF,
+    CHUNK_TRAILER_START,    /* a trailer field, or the final CRLF */
+    CHUNK_TRAILER_NAME,
+    CHUNK_TRAILER_VALUE,
+    CHUNK_TRAILER_LF,
+    CHUNK_END_LF,           /* the final CRLF's LF */
+    CHUNK_FINISHED          /* done, or failed: no more input wanted */
+};
+
+void http_chunked_init(struct http_chunked *d, long long max_body)
+{
+    memset(d, 0, sizeof *d);
+    d->state = CHUNK_SIZE;
+    d->max_body = max_body < 0 ? 0 : max_body;
+}
+
+static int hex_value(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* qdtext or the byte after a backslash (RFC 9110 5.6.4), minus '"' and '\'. */
+static bool is_qdtext(unsigned char ch)
+{
+    return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
+           (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
+}
+
+/*
+ * The end of a chunk-size line's size or extension token: ';' starts an
+ * extension, CR ends the line.  Anything else, or an empty token, is 400.
+ */
+static enum http_parse_result chunk_token_end(struct http_chunked *d, unsigned char ch)
+{
+    if (d->token_len == 0)
+        return HTTP_PARSE_ERROR;
+    d->token_len = 0;
+    if (ch == ';')
+        d->state = CHUNK_EXT_NAME;
+    else if (ch == '\r')
+        d->state = CHUNK_SIZE_LF;
+    else
+        return HTTP_PARSE_ERROR;
+    return HTTP_PARSE_PARTIAL;
+}
+
+/*
+ * Judge one framing byte (anything but chunk data).  Returns PARTIAL to go
+ * on, DONE after the last byte of the body, or ERROR with *status set.
+ */
+static enum http_parse_result chunk_step(struct http_chunked *d, unsigned char ch, int *status)
+{
+    int digit;
+
+    *status = 400;
+    if (d->state <= CHUNK_EXT_QUOTE_END && ++d->line_len > HTTP_CHUNK_LINE_MAX)
+        return HTTP_PARSE_ERROR;
+    if (d->state >= CHUNK_TRAILER_START && d->state <= CHUNK_TRAILER_LF &&
+        ++d->trailer_len > HTTP_HEAD_MAX) {
+        *status = 431;
+        return HTTP_PARSE_ERROR;
+    }
+    switch (d->state) {
+    case CHUNK_SIZE:
+        digit = hex_value(ch);
+        if (digit >= 0) {
+            if (++d->token_len > HTTP_CHUNK_SIZE_DIGITS)
+                return HTTP_PARSE_ERROR;
+            d->size = d->size * 16 + (unsigned)digit;
+            return HTTP_PARSE_PARTIAL;
+        }
+        /* The size is complete: refuse it now if its data would take the
+         * body past the limit, before a byte of that data arrives. */
+        if (d->token_len > 0 && d->size > (unsigned long long)(d->max_body - d->total)) {
+            *status = 413;
+            return HTTP_PARSE_ERROR;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_NAME:
+        if (is_tchar(ch)) {
+            d->token_len++;
+            return HTTP_PARSE_PARTIAL;
+        }
+        if (ch == '=' && d->token_len > 0) {
+            d->token_len = 0;
+            d->state = CHUNK_EXT_VALUE;
+            return HTTP_PARSE_PARTIAL;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_VALUE:
+        if (ch == '"' && d->token_len == 0) {
+            d->state = CHUNK_EXT_QUOTED;
+            return HTTP_PARSE_PARTIAL;
+        }
+        if (is_tchar(ch)) {
+            d->token_len++;
+            return HTTP_PARSE_PARTIAL;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_QUOTED:
+        if (ch == '"')
+            d->state = CHUNK_EXT_QUOTE_END;
+        else if (ch == '\\')
+            d->state = CHUNK_EXT_ESCAPE;
+        else if (!is_qdtext(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_EXT_ESCAPE:
+        if (!is_qdtext(ch) && ch != '"' && ch != '\\')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_EXT_QUOTED;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_EXT_QUOTE_END:
+        d->token_len = 1;       /* the quoted string was the token */
+        return chunk_token_end(d, ch);
+    case CHUNK_SIZE_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->line_len = 0;
+        d->state = d->size == 0 ? CHUNK_TRAILER_START : CHUNK_DATA;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_DATA_CR:
+        if (ch != '\r')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_DATA_LF;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_DATA_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_SIZE;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_START:
+        if (ch == '\r') {
+            d->state = CHUNK_END_LF;
+            return HTTP_PARSE_PARTIAL;
+        }
+        /* A name, as in the head: no obs-fold, no empty name. */
+        if (!is_tchar(ch))
+            return HTTP_PARSE_ERROR;
+        if (++d->trailers > HTTP_HEADERS_MAX) {
+            *status = 431;
+            return HTTP_PARSE_ERROR;
+        }
+        d->state = CHUNK_TRAILER_NAME;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_NAME:
+        if (ch == ':')
+            d->state = CHUNK_TRAILER_VALUE;
+        else if (!is_tchar(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_VALUE:
+        if (ch == '\r')
+            d->state = CHUNK_TRAILER_LF;
+        else if (!is_field_char(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_TRAILER_START;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_END_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_FINISHED;
+        return HTTP_PARSE_DONE;
+    default:
+        return HTTP_PARSE_ERROR;    /* CHUNK_FINISHED: nothing more */
+    }
+}
+
+enum http_parse_result http_chunked_decode(struct http_chunked *d,
+                                           const char *in, size_t len,
+                                           char *out, size_t *out_len,
+                                           size_t *used, int *status)
+{
+    size_t i = 0, o = 0;
+
+    *out_len = 0;
+    *used = 0;
+    while (i < len) {
+        if (d->state == CHUNK_DATA) {
+            size_t n = len - i;
+            if (n > d->size)
+                n = (size_t)d->size;
+            /* memmove: out may be in, a little behind the input. */
+            memmove(out + o, in + i, n);
+            i += n;
+            o += n;
+            d->size -= n;
+            d->total += (long long)n;
+            *out_len = o;
+            if (d->size == 0)
+                d->state = CHUNK_DATA_CR;
+            continue;
+        }
+        enum http_parse_result r = chunk_step(d, (unsigned char)in[i++], status);
+        if (r == HTTP_PARSE_ERROR) {
+            d->state = CHUNK_FINISHED;
+            *used = i;
+            return r;
+        }
+        if (r == HTTP_PARSE_DONE) {
+            *used = i;
+            return r;
+        }
+    }
+    *used = i;
+    return HTTP_PARSE_PARTIAL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -965,6 +1326,14 @@ static enum next reply_ok(struct exchange *x, int status, const char *text)
     return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
 }
 
+/* OPTIONS: 204 with what the route allows. */
+static enum next reply_options(struct exchange *x, const char *allow)
+{
+    if (reply_text(x, 204, "", allow) != 0)
+        return NEXT_CLOSE;
+    return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+}
+
 static enum next route_root(struct exchange *x)
 {
     return reply_ok(x, 200,
@@ -1102,13 +1471,46 @@ static int write_file_all(int fd, const char *buf, size_t n)
     return 0;
 }
 
-enum body_result { BODY_OK, BODY_GONE, BODY_TIMEOUT, BODY_WRITE_ERROR };
+enum body_result {
+    BODY_OK,
+    BODY_GONE,          /* the client left, or shutdown cut the upload */
+    BODY_TIMEOUT,       /* the body stalled: 408 */
+    BODY_WRITE_ERROR,   /* the file could not take it: 500 or 507 */
+    BODY_BAD            /* chunked framing broken or too big: *status */
+};
+
+/*
+ * The one wait of every body read: receive up to cap bytes into buf, and
+ * *got how many.  Watches force_fd but not drain_fd: an upload in flight at
+ * Ctrl+C is finished, not dropped.  A body may stall no longer than the
+ * head timeout between two reads.
+ */
+static enum body_result recv_body(struct conn *c, char *buf, size_t cap, size_t *got)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, cap, MSG_DONTWAIT);
+        if (n > 0) {
+            *got = (size_t)n;
+            return BODY_OK;
+        }
+        if (n == 0)
+            return BODY_GONE;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return BODY_GONE;
+        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + c->env->header_timeout_ms);
+        if (w == WAIT_TIMEOUT)
+            return BODY_TIMEOUT;
+        if (w != WAIT_READY)
+            return BODY_GONE;
+    }
+}
 
 /*
  * Copy the request body (content_length bytes; the first of them may already
  * be in c->buf) into fd.  Reads never go past the body, so a pipelined next
- * request stays in c->buf or in the socket.  Watches force_fd but not
- * drain_fd: an upload in flight at Ctrl+C is finished, not dropped.
+ * request stays in c->buf or in the socket.
  */
 static enum body_result copy_body(struct conn *c, long long length, int fd,
                                   int *write_errno)
@@ -1127,39 +1529,50 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
         return BODY_WRITE_ERROR;
     }
     enum body_result result = BODY_OK;
-    while (left > 0) {
-        size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
-        ssize_t n = recv(c->fd, chunk, want, MSG_DONTWAIT);
-        if (n > 0) {
-            if ((*write_errno = write_file_all(fd, chunk, (size_t)n)) != 0) {
-                result = BODY_WRITE_ERROR;
-                break;
-            }
-            left -= n;
-            continue;
-        }
-        if (n == 0) {
-            result = BODY_GONE;
-            break;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            result = BODY_GONE;
-            break;
-        }
-        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + c->env->header_timeout_ms);
-        if (w == WAIT_TIMEOUT) {
-            result = BODY_TIMEOUT;
-            break;
-        }
-        if (w != WAIT_READY) {
-            result = BODY_GONE;
-            break;
-        }
+    while (left > 0 && result == BODY_OK) {
+        size_t n = 0;
+        result = recv_body(c, chunk, left < IO_CHUNK ? (size_t)left : IO_CHUNK, &n);
+        if (result == BODY_OK && (*write_errno = write_file_all(fd, chunk, n)) != 0)
+            result = BODY_WRITE_ERROR;
+        left -= (long long)n;
     }
     free(chunk);
     return result;
+}
+
+/*
+ * Decode a chunked request body (Transfer-Encoding: chunked) into fd, or
+ * discard it when fd is -1.  The decoder works in place in c->buf: each
+ * piece received is decoded over itself, written out, and consumed.  Reads
+ * may run past the body's end; whatever follows it (a pipelined request)
+ * stays in c->buf.  The waits are copy_body's (recv_body).  BODY_BAD sets
+ * *status: 400 for broken framing, 413 as soon as a chunk size takes the
+ * total past --max-body, 431 for oversized trailers.
+ */
+static enum body_result read_chunked_body(struct conn *c, int fd, int *write_errno,
+                                          int *status)
+{
+    struct http_chunked d;
+
+    http_chunked_init(&d, c->env->max_body);
+    for (;;) {
+        size_t decoded, used;
+        enum http_parse_result r = http_chunked_decode(&d, c->buf, c->len, c->buf,
+                                                       &decoded, &used, status);
+        if (r == HTTP_PARSE_ERROR)
+            return BODY_BAD;
+        if (fd >= 0 && (*write_errno = write_file_all(fd, c->buf, decoded)) != 0)
+            return BODY_WRITE_ERROR;
+        consume(c, used);
+        if (r == HTTP_PARSE_DONE)
+            return BODY_OK;
+        /* PARTIAL used every byte: c->buf is empty. */
+        size_t got = 0;
+        enum body_result b = recv_body(c, c->buf, HTTP_HEAD_MAX, &got);
+        if (b != BODY_OK)
+            return b;
+        c->len = got;
+    }
 }
 
 /*
@@ -1259,7 +1672,7 @@ static enum next put_file(struct exchange *x, const char *name)
     const struct http_request *req = x->req;
     int dir = c->env->data_dir_fd;
 
-    if (req->content_length < 0)
+    if (req->content_length < 0 && !req->chunked)
         return reply_error(x, 411, NULL);
     if (req->content_length > c->env->max_body)
         return reply_error(x, 413, NULL);   /* before reading any of it */
@@ -1280,8 +1693,9 @@ static enum next put_file(struct exchange *x, const char *name)
         }
     }
 
-    int err = 0;
-    enum body_result body = copy_body(c, req->content_length, fd, &err);
+    int err = 0, status = 400;
+    enum body_result body = req->chunked ? read_chunked_body(c, fd, &err, &status)
+                                         : copy_body(c, req->content_length, fd, &err);
     /* On Linux, fsync reports every write error still pending, deferred
      * ones (NFS, quotas) included, so the close() after it has nothing
      * left to report.  The file stays open, and so locked, until it is
@@ -1311,6 +1725,8 @@ static enum next put_file(struct exchange *x, const char *name)
         (void)close(fd);    /* a failed upload: nothing of it to keep */
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
+        if (body == BODY_BAD)
+            return reply_error(x, status, NULL);
         if (body == BODY_WRITE_ERROR)
             return reply_error(x, status_for_write_error(err), NULL);
         return NEXT_CLOSE;  /* client gone or cut: nobody to answer */
@@ -1396,9 +1812,9 @@ static long parse_sleep_query(const char *q, size_t n)
 
 /* Where a request goes, decided while its head is still in c->buf. */
 struct route {
-    enum { ROUTE_ROOT, ROUTE_SLEEP, ROUTE_FILE, ROUTE_ERROR } kind;
+    enum { ROUTE_ROOT, ROUTE_SLEEP, ROUTE_FILE, ROUTE_OPTIONS, ROUTE_ERROR } kind;
     int status;                 /* ROUTE_ERROR: what to answer */
-    const char *allow;          /* ROUTE_ERROR 405: the Allow header */
+    const char *allow;          /* ROUTE_OPTIONS, ROUTE_ERROR 405: the Allow header */
     long sleep_ms;              /* ROUTE_SLEEP */
     char name[FILE_NAME_MAX + 1]; /* ROUTE_FILE: a valid file name */
 };
@@ -1410,16 +1826,31 @@ static void route_error(struct route *rt, int status, const char *allow)
     rt->allow = allow;
 }
 
+/* OPTIONS on a route answers what route_error's 405 would list. */
+static void route_allowed(struct route *rt, const struct http_request *req, const char *allow)
+{
+    if (req->method == HTTP_OPTIONS) {
+        rt->kind = ROUTE_OPTIONS;
+        rt->allow = allow;
+    } else {
+        route_error(rt, 405, allow);
+    }
+}
+
 static void resolve_route(const struct http_request *req, struct route *rt)
 {
-    static const char get_head[] = "Allow: GET, HEAD\r\n";
-    static const char get_head_put[] = "Allow: GET, HEAD, PUT\r\n";
+    static const char get_head[] = "Allow: GET, HEAD, OPTIONS\r\n";
+    static const char get_head_put[] = "Allow: GET, HEAD, PUT, OPTIONS\r\n";
     const char *t = req->target;
     size_t n = req->target_len;
     bool get_or_head = req->method == HTTP_GET || req->method == HTTP_HEAD;
 
-    if (req->has_transfer_encoding) {
-        route_error(rt, 501, NULL);     /* chunked bodies are not implemented */
+    /* asterisk-form (RFC 9112 3.2.4): OPTIONS about the server as a whole. */
+    if (n == 1 && t[0] == '*') {
+        if (req->method == HTTP_OPTIONS)
+            route_allowed(rt, req, get_head_put);
+        else
+            route_error(rt, 400, NULL);
         return;
     }
     /* absolute-form (RFC 9112 3.2.2): use only the path after the authority. */
@@ -1441,11 +1872,11 @@ static void resolve_route(const struct http_request *req, struct route *rt)
         if (get_or_head)
             rt->kind = ROUTE_ROOT;
         else
-            route_error(rt, 405, get_head);
+            route_allowed(rt, req, get_head);
     } else if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
         rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -1;
         if (!get_or_head)
-            route_error(rt, 405, get_head);
+            route_allowed(rt, req, get_head);
         else if (rt->sleep_ms < 0)
             route_error(rt, 400, NULL);
         else
@@ -1453,10 +1884,10 @@ static void resolve_route(const struct http_request *req, struct route *rt)
     } else if (path_len > 7 && memcmp(t, "/files/", 7) == 0) {
         const char *name = t + 7;
         size_t name_len = path_len - 7;
-        if (!get_or_head && req->method != HTTP_PUT) {
-            route_error(rt, 405, get_head_put);
-        } else if (!valid_file_name(name, name_len)) {
+        if (!valid_file_name(name, name_len)) {
             route_error(rt, 400, NULL);
+        } else if (!get_or_head && req->method != HTTP_PUT) {
+            route_allowed(rt, req, get_head_put);
         } else {
             rt->kind = ROUTE_FILE;
             memcpy(rt->name, name, name_len);
@@ -1481,10 +1912,10 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     /* A client that ends the connection after this request (Connection:
      * close, or HTTP/1.0 without keep-alive) and sends no body has sent
      * its last byte: see conn_close. */
-    c->client_done = !x.keep_alive && req->content_length <= 0;
+    c->client_done = !x.keep_alive && req->content_length <= 0 && !req->chunked;
     /* Only PUT reads a body; any other request with one closes afterwards
      * instead of guessing where the next request starts. */
-    if (req->method != HTTP_PUT && req->content_length > 0)
+    if (req->method != HTTP_PUT && (req->content_length > 0 || req->chunked))
         x.keep_alive = false;
 
     struct route rt;
@@ -1495,6 +1926,18 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     req->target = NULL;
     req->target_len = 0;
 
+    /* A chunked body that no upload stores is still read to its end and
+     * discarded: its framing is judged as strictly as an upload's, so a
+     * broken one is answered with 400 whatever the route. */
+    if (req->chunked && !(rt.kind == ROUTE_FILE && req->method == HTTP_PUT)) {
+        int err = 0, status = 400;
+        enum body_result b = read_chunked_body(c, -1, &err, &status);
+        if (b == BODY_BAD || b == BODY_TIMEOUT)
+            return reply_error(&x, b == BODY_BAD ? status : 408, NULL);
+        if (b != BODY_OK)
+            return NEXT_CLOSE;
+    }
+
     switch (rt.kind) {
     case ROUTE_ROOT:
         return route_root(&x);
@@ -1502,6 +1945,8 @@ static enum next serve_request(struct conn *c, struct http_request *req)
         return route_sleep(&x, rt.sleep_ms);
     case ROUTE_FILE:
         return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name);
+    case ROUTE_OPTIONS:
+        return reply_options(&x, rt.allow);
     case ROUTE_ERROR:
         break;
     }

@@ -35,6 +35,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (req.minor_version != 0 && req.minor_version != 1)
             abort();
+        /* A chunked body has no Content-Length, and only HTTP/1.1 has one. */
+        if (req.chunked && (req.content_length != -1 || req.minor_version != 1))
+            abort();
         break;
     case HTTP_PARSE_ERROR:
         if (status < 400 || status > 599)
