@@ -61,9 +61,10 @@
 #define SLEEP_MS_MAX 60000
 /* An IMF-fixdate (RFC 9110 5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT". */
 #define HTTP_DATE_LEN 29
-/* Our longest response head is about 210 bytes (a 431 status line, Date,
- * Content-Type, a 19-digit Content-Length, Connection: keep-alive, Allow). */
-#define RESPONSE_HEAD_MAX 256
+/* Our longest response head is about 380 bytes (a 206 with Date,
+ * Content-Type, a 19-digit Content-Length, Connection: keep-alive, ETag,
+ * Last-Modified, Accept-Ranges and Content-Range). */
+#define RESPONSE_HEAD_MAX 512
 
 /*
  * Everything a connection owns, in one heap block: its state, the head of
@@ -323,6 +324,8 @@ static const char *status_reason(int status)
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -330,6 +333,7 @@ static const char *status_reason(int status)
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -785,6 +789,14 @@ static int parse_transfer_encoding(const char *s, size_t n)
     return other ? 501 : 0;
 }
 
+/* Keep a field's value; a second line of it leaves an empty value (see
+ * struct http_request). */
+static void keep_field(const char **field, size_t *len, const char *value, size_t value_len)
+{
+    *len = *field == NULL ? value_len : 0;
+    *field = value;
+}
+
 /* One complete header line (without CRLF). */
 static enum http_parse_result parse_header(const char *s, size_t n,
                                            struct http_request *req,
@@ -838,6 +850,14 @@ static enum http_parse_result parse_header(const char *s, size_t n,
         if (!token_eq(value, value_len, "100-continue"))
             return parse_error(status, 417);
         req->expect_continue = 1;
+    } else if (token_eq(name, name_len, "If-None-Match")) {
+        keep_field(&req->if_none_match, &req->if_none_match_len, value, value_len);
+    } else if (token_eq(name, name_len, "If-Modified-Since")) {
+        keep_field(&req->if_modified_since, &req->if_modified_since_len, value, value_len);
+    } else if (token_eq(name, name_len, "Range")) {
+        keep_field(&req->range, &req->range_len, value, value_len);
+    } else if (token_eq(name, name_len, "If-Range")) {
+        keep_field(&req->if_range, &req->if_range_len, value, value_len);
     }
     return HTTP_PARSE_DONE;
 }
@@ -1328,10 +1348,10 @@ static int reply_text(struct exchange *x, int status, const char *text,
 
 static enum next reply_error(struct exchange *x, int status, const char *extra)
 {
-    /* 404 and 405 to a request without a body leave the framing intact, so
+    /* 404, 405 and 416 to a request without a body leave the framing intact, so
      * the connection can stay; after any other error, or with a body left
      * unread, we cannot be sure where the next request starts. */
-    if ((status != 404 && status != 405) || x->req->content_length > 0)
+    if ((status != 404 && status != 405 && status != 416) || x->req->content_length > 0)
         x->keep_alive = false;
     if (reply_text(x, status, NULL, extra) != 0)
         return NEXT_CLOSE;
@@ -1453,7 +1473,277 @@ static void log_download_cut(const struct exchange *x, const char *name, off_t s
              (long long)sent, (long long)size, why);
 }
 
-static enum next get_file(struct exchange *x, const char *name)
+/* ------------------------------------------------------------------ */
+/* Conditional and range requests (RFC 9110 13 and 14)                */
+/* ------------------------------------------------------------------ */
+
+/* A strong entity tag: '"', three 20-digit numbers, two '-', '"', NUL. */
+#define ETAG_MAX 72
+/* Longest If-None-Match value kept for matching; a longer list never
+ * matches, so the whole file is sent: slower, never wrong. */
+#define IF_NONE_MATCH_MAX 160
+
+/*
+ * What a GET or HEAD asked about the file, taken from the request head
+ * before serve_request consumes it (the head's bytes are overwritten by
+ * what follows).
+ */
+struct conditions {
+    bool if_none_match;             /* If-None-Match present */
+    char none_match[IF_NONE_MATCH_MAX]; /* its value; "" when too long */
+    time_t if_modified_since;       /* -1: absent or not a valid date */
+    bool range;                     /* a valid single byte range */
+    long long first, last;          /* bytes=first-last; last -1: to the end */
+    long long suffix;               /* bytes=-suffix; -1: not that form */
+    bool if_range;                  /* If-Range present */
+    char range_tag[ETAG_MAX];       /* its entity tag, or "" */
+    time_t range_date;              /* its date, or -1 */
+};
+
+/*
+ * An IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", as seconds since the
+ * epoch, or -1.  The two obsolete formats (RFC 850, asctime) are not
+ * parsed, so they count as invalid: the conditional is ignored and the
+ * whole file sent, which is always correct.
+ */
+static time_t parse_http_date(const char *s, size_t n)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    /* 'D' a digit, 'x' any letter (day and month names, checked below). */
+    static const char shape[] = "xxx, DD xxx DDDD DD:DD:DD GMT";
+    int v[6] = { 0 };   /* day, year, hour, minute, second; v[5] unused */
+    int field = 0;
+
+    if (n != HTTP_DATE_LEN)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char want = shape[i], got = s[i];
+        if (want == 'D') {
+            if (got < '0' || got > '9')
+                return -1;
+            v[field] = v[field] * 10 + (got - '0');
+            if (shape[i + 1] != 'D')
+                field++;
+        } else if (want != 'x' && got != want) {
+            return -1;
+        }
+    }
+    const char *m = NULL;
+    for (size_t k = 0; k + 3 <= sizeof months - 1 && m == NULL; k += 3)
+        if (memcmp(months + k, s + 8, 3) == 0)
+            m = months + k;
+    if (m == NULL || v[0] < 1 || v[0] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 60)
+        return -1;
+    struct tm tm = {
+        .tm_mday = v[0], .tm_mon = (int)((m - months) / 3), .tm_year = v[1] - 1900,
+        .tm_hour = v[2], .tm_min = v[3], .tm_sec = v[4],
+    };
+    return timegm(&tm);
+}
+
+/*
+ * Range: "bytes=first-last", "bytes=first-" or "bytes=-suffix" (RFC 9110
+ * 14.1.2).  Anything else - another unit, several ranges, last < first -
+ * is not a range we serve, and is ignored (RFC 9110 14.2 allows it): the
+ * whole file is sent.
+ */
+static void parse_range(const char *s, size_t n, struct conditions *cond)
+{
+    static const char unit[] = "bytes=";
+    const size_t u = sizeof unit - 1;
+
+    if (n <= u || strncasecmp(s, unit, u) != 0)
+        return;
+    s += u;
+    n -= u;
+    const char *dash = memchr(s, '-', n);
+    if (dash == NULL)
+        return;
+    /* Positions are 1*DIGIT, the grammar of Content-Length. */
+    size_t a = (size_t)(dash - s), b = n - a - 1;
+    if (a == 0) {
+        if (!parse_content_length(dash + 1, b, &cond->suffix))
+            return;
+    } else {
+        if (!parse_content_length(s, a, &cond->first))
+            return;
+        if (b > 0 && (!parse_content_length(dash + 1, b, &cond->last) || cond->last < cond->first))
+            return;
+    }
+    cond->range = true;
+}
+
+/* Copy the value to out[0..cap) as a C string, or "" when it does not fit. */
+static void copy_value(const char *s, size_t n, char *out, size_t cap)
+{
+    if (n >= cap)
+        n = 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+static void read_conditions(const struct http_request *req, struct conditions *cond)
+{
+    cond->if_none_match = req->if_none_match != NULL;
+    cond->none_match[0] = '\0';
+    if (cond->if_none_match)
+        copy_value(req->if_none_match, req->if_none_match_len, cond->none_match,
+                   sizeof cond->none_match);
+    cond->if_modified_since = req->if_modified_since == NULL ? -1 :
+        parse_http_date(req->if_modified_since, req->if_modified_since_len);
+    cond->range = false;
+    cond->first = 0;
+    cond->last = -1;
+    cond->suffix = -1;
+    /* Range is defined for GET only (RFC 9110 14.2). */
+    if (req->range != NULL && req->method == HTTP_GET)
+        parse_range(req->range, req->range_len, cond);
+    cond->if_range = req->if_range != NULL;
+    cond->range_tag[0] = '\0';
+    cond->range_date = -1;
+    if (cond->if_range && req->if_range_len > 0 && req->if_range[0] == '"')
+        copy_value(req->if_range, req->if_range_len, cond->range_tag, sizeof cond->range_tag);
+    else if (cond->if_range)
+        cond->range_date = parse_http_date(req->if_range, req->if_range_len);
+}
+
+/*
+ * The file's entity tag: its inode, size and modification time in ns.  An
+ * upload renames a new file over the name, so every upload changes it.
+ * Strong: two versions with the same tag have the same bytes.
+ */
+static void format_etag(const struct stat *st, char *out, size_t cap)
+{
+    struct text t = { .p = out, .end = out + cap };
+
+    text_str(&t, "\"");
+    text_uint(&t, (unsigned long long)st->st_ino, 1);
+    text_str(&t, "-");
+    text_uint(&t, (unsigned long long)st->st_size, 1);
+    text_str(&t, "-");
+    text_uint(&t, (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
+                  (unsigned long long)st->st_mtim.tv_nsec, 1);
+    text_str(&t, "\"");
+    if (!text_end(&t))
+        out[0] = '\0';
+}
+
+/*
+ * Does the If-None-Match list name our tag?  "*" matches any file.  The
+ * comparison is weak (RFC 9110 8.8.3.2): a "W/" prefix is ignored.  An
+ * element that is not a quoted tag matches nothing.
+ */
+static bool none_match_hits(const char *list, const char *etag)
+{
+    size_t tag_len = strlen(etag);
+    const char *p = list;
+
+    if (strcmp(list, "*") == 0)
+        return true;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        const char *end = p;
+        if (*p == '"') {
+            end = strchr(p + 1, '"');
+            if (end == NULL)
+                return false;
+            end++;
+            if ((size_t)(end - p) == tag_len && memcmp(p, etag, tag_len) == 0)
+                return true;
+        }
+        while (*end != '\0' && *end != ',')
+            end++;
+        p = end;
+    }
+    return false;
+}
+
+enum file_answer { ANSWER_FULL, ANSWER_PART, ANSWER_NOT_MODIFIED, ANSWER_UNSATISFIABLE };
+
+/*
+ * Evaluate the conditions in RFC 9110 13.2.2's order: If-None-Match, or
+ * else If-Modified-Since, may answer 304; then a Range (kept only when an
+ * If-Range validator still matches, strongly) answers 206 with
+ * [*first, *first + *len) or 416.  Otherwise the whole file.
+ */
+static enum file_answer decide_file_answer(const struct conditions *cond, const struct stat *st,
+                                           const char *etag, long long *first, long long *len)
+{
+    long long size = (long long)st->st_size;
+
+    *first = 0;
+    *len = size;
+    if (cond->if_none_match) {
+        if (none_match_hits(cond->none_match, etag))
+            return ANSWER_NOT_MODIFIED;
+    } else if (cond->if_modified_since >= 0 && cond->if_modified_since <= time(NULL) &&
+               st->st_mtime <= cond->if_modified_since) {
+        /* A date in the future is not a valid validator: ignored. */
+        return ANSWER_NOT_MODIFIED;
+    }
+    if (!cond->range)
+        return ANSWER_FULL;
+    if (cond->if_range && strcmp(cond->range_tag, etag) != 0 &&
+        (cond->range_date < 0 || cond->range_date != st->st_mtime))
+        return ANSWER_FULL;
+    if (cond->suffix >= 0) {
+        *len = cond->suffix < size ? cond->suffix : size;
+        *first = size - *len;
+        return *len > 0 ? ANSWER_PART : ANSWER_UNSATISFIABLE;
+    }
+    if (cond->first >= size)
+        return ANSWER_UNSATISFIABLE;
+    *first = cond->first;
+    long long last = cond->last < 0 || cond->last >= size ? size - 1 : cond->last;
+    *len = last - cond->first + 1;
+    return ANSWER_PART;
+}
+
+/*
+ * The validator headers, and for a 206 or 416 the Content-Range, into
+ * out[0..cap).  False if they do not fit (a bug: cap is sized for them).
+ */
+static bool format_file_headers(enum file_answer answer, const char *etag,
+                                const struct stat *st, long long first, long long len,
+                                char *out, size_t cap)
+{
+    struct text t = { .p = out, .end = out + cap };
+    char modified[HTTP_DATE_LEN + 1];
+
+    format_http_date(st->st_mtime, modified);
+    if (answer != ANSWER_UNSATISFIABLE) {
+        text_str(&t, "ETag: ");
+        text_str(&t, etag);
+        text_str(&t, "\r\n");
+        if (modified[0] != '\0') {
+            text_str(&t, "Last-Modified: ");
+            text_str(&t, modified);
+            text_str(&t, "\r\n");
+        }
+    }
+    if (answer != ANSWER_NOT_MODIFIED)
+        text_str(&t, "Accept-Ranges: bytes\r\n");
+    if (answer == ANSWER_PART || answer == ANSWER_UNSATISFIABLE) {
+        text_str(&t, "Content-Range: bytes ");
+        if (answer == ANSWER_PART) {
+            text_uint(&t, (unsigned long long)first, 1);
+            text_str(&t, "-");
+            text_uint(&t, (unsigned long long)(first + len - 1), 1);
+        } else {
+            text_str(&t, "*");
+        }
+        text_str(&t, "/");
+        text_uint(&t, (unsigned long long)st->st_size, 1);
+        text_str(&t, "\r\n");
+    }
+    return text_end(&t);
+}
+
+static enum next get_file(struct exchange *x, const char *name,
+                          const struct conditions *cond)
 {
     struct conn *c = x->c;
     /* O_NONBLOCK: opening a FIFO someone left in the data directory would
@@ -1473,22 +1763,35 @@ static enum next get_file(struct exchange *x, const char *name)
         next = reply_error(x, 404, NULL);
         goto out_close;
     }
+    /*
+     * The open descriptor pins this version of the file: an upload that
+     * renames a new version over NAME meanwhile does not change the bytes
+     * we send, so Content-Length and the validators stay true.
+     */
+    char etag[ETAG_MAX], extra[RESPONSE_HEAD_MAX / 2];
+    long long first, length;
+    format_etag(&st, etag, sizeof etag);
+    enum file_answer answer = decide_file_answer(cond, &st, etag, &first, &length);
+    if (!format_file_headers(answer, etag, &st, first, length, extra, sizeof extra)) {
+        next = reply_failure(x, name, "formatting the headers", ENOBUFS);
+        goto out_close;
+    }
+    if (answer == ANSWER_UNSATISFIABLE) {
+        next = reply_error(x, 416, extra);
+        goto out_close;
+    }
     chunk = malloc(IO_CHUNK);
     if (chunk == NULL) {
         next = reply_failure(x, name, "malloc", ENOMEM);
         goto out_close;
     }
 
-    /*
-     * The open descriptor pins this version of the file: an upload that
-     * renames a new version over NAME meanwhile does not change the bytes
-     * we send, so Content-Length stays true.
-     */
     stop_keep_alive_if_draining(x);
     struct response r = {
-        .status = 200,
+        .status = answer == ANSWER_PART ? 206 : answer == ANSWER_NOT_MODIFIED ? 304 : 200,
         .content_type = "application/octet-stream",
-        .content_length = (long long)st.st_size,
+        .extra_headers = extra,
+        .content_length = length,
         .head_only = x->head_only,
         .keep_alive = x->keep_alive,
         .http10_keep_alive = x->http10_keep_alive,
@@ -1497,17 +1800,18 @@ static enum next get_file(struct exchange *x, const char *name)
     /* next stays NEXT_CLOSE on every failure: the response is incomplete. */
     if (send_response(c, &r) != 0)
         goto out_send_failed;
-    if (x->head_only) {
+    if (x->head_only || answer == ANSWER_NOT_MODIFIED) {
         next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
         goto out_free;
     }
-    while (sent < st.st_size) {
-        ssize_t n = pread(fd, chunk, IO_CHUNK, sent);
+    while (sent < length) {
+        size_t want = length - sent < IO_CHUNK ? (size_t)(length - sent) : IO_CHUNK;
+        ssize_t n = pread(fd, chunk, want, (off_t)first + sent);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {       /* cannot keep Content-Length's promise: cut */
             char text[128];
-            log_download_cut(x, name, sent, st.st_size,
+            log_download_cut(x, name, sent, length,
                              n == 0 ? "the file shrank" : error_text(errno, text, sizeof text));
             goto out_free;
         }
@@ -1519,7 +1823,7 @@ static enum next get_file(struct exchange *x, const char *name)
     next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
     goto out_free;
 out_send_failed:
-    log_download_cut(x, name, sent, st.st_size,
+    log_download_cut(x, name, sent, length,
                      c->cut ? "cut by shutdown" : "the client is gone or stopped reading");
 out_free:
     free(chunk);
@@ -1998,9 +2302,12 @@ static enum next serve_request(struct conn *c, struct http_request *req)
         x.keep_alive = false;
 
     struct route rt;
+    struct conditions cond;
     resolve_route(req, &rt);
+    if (rt.kind == ROUTE_FILE && req->method != HTTP_PUT)
+        read_conditions(req, &cond);
     /* From here on c->buf holds what follows the head (a body, pipelined
-     * requests), so the target it pointed into is gone. */
+     * requests), so the target and the fields it pointed into are gone. */
     consume(c, req->head_len);
     req->target = NULL;
     req->target_len = 0;
@@ -2023,7 +2330,7 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     case ROUTE_SLEEP:
         return route_sleep(&x, rt.sleep_ms);
     case ROUTE_FILE:
-        return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name);
+        return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name, &cond);
     case ROUTE_OPTIONS:
         return reply_options(&x, rt.allow);
     case ROUTE_ERROR:

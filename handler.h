@@ -101,6 +101,20 @@ struct http_request {
     int conn_close;         /* Connection: close */
     int conn_keep_alive;    /* Connection: keep-alive */
     int expect_continue;    /* Expect: 100-continue */
+    /*
+     * Fields for conditional and range requests, as raw values pointing
+     * into the caller's buffer (NULL when absent).  A field sent twice
+     * keeps an empty value, which never matches and never parses: the
+     * whole file is then sent, which is always a correct answer.
+     */
+    const char *if_none_match;
+    size_t if_none_match_len;
+    const char *if_modified_since;
+    size_t if_modified_since_len;
+    const char *range;
+    size_t range_len;
+    const char *if_range;
+    size_t if_range_len;
     size_t head_len;        /* bytes of the head, including the blank line */
 };
 
