@@ -37,9 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         /* Every field value kept lies inside the head. */
         {
-            const char *fields[] = { req.if_none_match, req.if_modified_since, req.range,
+            const char *const fields[] = { req.if_none_match, req.if_modified_since, req.range,
                                      req.if_range };
-            size_t lens[] = { req.if_none_match_len, req.if_modified_since_len,
+            const size_t lens[] = { req.if_none_match_len, req.if_modified_since_len,
                               req.range_len, req.if_range_len };
             for (size_t k = 0; k < 4; k++)
                 if (fields[k] != NULL &&
