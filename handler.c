@@ -578,7 +578,7 @@ static bool token_eq(const char *s, size_t n, const char *lit)
 static enum http_method method_from(const char *s, size_t n, bool *known)
 {
     static const char *const others[] = {
-        "POST", "DELETE", "PATCH", "TRACE", "CONNECT",
+        "DELETE", "PATCH", "TRACE", "CONNECT",
     };
 
     *known = true;
@@ -591,6 +591,8 @@ static enum http_method method_from(const char *s, size_t n, bool *known)
         return HTTP_PUT;
     if (n == 7 && memcmp(s, "OPTIONS", 7) == 0)
         return HTTP_OPTIONS;
+    if (n == 4 && memcmp(s, "POST", 4) == 0)
+        return HTTP_POST;
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         if (strlen(others[i]) == n && memcmp(s, others[i], n) == 0)
             return HTTP_OTHER_KNOWN;
@@ -1886,14 +1888,14 @@ static enum body_result recv_body(struct conn *c, char *buf, size_t cap, size_t 
 
 /*
  * Copy the request body (content_length bytes; the first of them may already
- * be in c->buf) into fd.  Reads never go past the body, so a pipelined next
- * request stays in c->buf or in the socket.
+ * be in c->buf) into fd, or discard it when fd is -1.  Reads never go past
+ * the body, so a pipelined next request stays in c->buf or in the socket.
  */
 static enum body_result copy_body(struct conn *c, long long length, int fd,
                                   int *write_errno)
 {
     size_t buffered = c->len < (unsigned long long)length ? c->len : (size_t)length;
-    if ((*write_errno = write_file_all(fd, c->buf, buffered)) != 0)
+    if (fd >= 0 && (*write_errno = write_file_all(fd, c->buf, buffered)) != 0)
         return BODY_WRITE_ERROR;
     consume(c, buffered);
     long long left = length - (long long)buffered;
@@ -1909,7 +1911,7 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
     while (left > 0 && result == BODY_OK) {
         size_t n = 0;
         result = recv_body(c, chunk, left < IO_CHUNK ? (size_t)left : IO_CHUNK, &n);
-        if (result == BODY_OK && (*write_errno = write_file_all(fd, chunk, n)) != 0)
+        if (result == BODY_OK && fd >= 0 && (*write_errno = write_file_all(fd, chunk, n)) != 0)
             result = BODY_WRITE_ERROR;
         left -= (long long)n;
     }
@@ -2223,6 +2225,7 @@ static void route_allowed(struct route *rt, const struct http_request *req, cons
 static void resolve_route(const struct http_request *req, struct route *rt)
 {
     static const char get_head[] = "Allow: GET, HEAD, OPTIONS\r\n";
+    static const char get_head_post[] = "Allow: GET, HEAD, POST, OPTIONS\r\n";
     static const char get_head_put[] = "Allow: GET, HEAD, PUT, OPTIONS\r\n";
     const char *t = req->target;
     size_t n = req->target_len;
@@ -2231,7 +2234,7 @@ static void resolve_route(const struct http_request *req, struct route *rt)
     /* asterisk-form (RFC 9112 3.2.4): OPTIONS about the server as a whole. */
     if (n == 1 && t[0] == '*') {
         if (req->method == HTTP_OPTIONS)
-            route_allowed(rt, req, get_head_put);
+            route_allowed(rt, req, "Allow: GET, HEAD, POST, PUT, OPTIONS\r\n");
         else
             route_error(rt, 400, NULL);
         return;
@@ -2252,10 +2255,12 @@ static void resolve_route(const struct http_request *req, struct route *rt)
     if (t[0] != '/') {
         route_error(rt, 400, NULL);
     } else if (path_len == 1) {
-        if (get_or_head)
+        /* POST / takes a body and discards it: a client (or a conformance
+         * probe) can check that its body is read, whatever its framing. */
+        if (get_or_head || req->method == HTTP_POST)
             rt->kind = ROUTE_ROOT;
         else
-            route_allowed(rt, req, get_head);
+            route_allowed(rt, req, get_head_post);
     } else if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
         rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -1;
         if (!get_or_head)
@@ -2296,14 +2301,16 @@ static enum next serve_request(struct conn *c, struct http_request *req)
      * close, or HTTP/1.0 without keep-alive) and sends no body has sent
      * its last byte: see conn_close. */
     c->client_done = !x.keep_alive && req->content_length <= 0 && !req->chunked;
-    /* Only PUT reads a body; any other request with one closes afterwards
-     * instead of guessing where the next request starts. */
-    if (req->method != HTTP_PUT && (req->content_length > 0 || req->chunked))
-        x.keep_alive = false;
 
     struct route rt;
     struct conditions cond;
     resolve_route(req, &rt);
+    /* Only PUT /files/NAME and POST / read a body; any other request with
+     * one closes afterwards instead of guessing where the next request
+     * starts. */
+    bool reads_body = req->method == HTTP_PUT || (req->method == HTTP_POST && rt.kind == ROUTE_ROOT);
+    if (!reads_body && (req->content_length > 0 || req->chunked))
+        x.keep_alive = false;
     if (rt.kind == ROUTE_FILE && req->method != HTTP_PUT)
         read_conditions(req, &cond);
     /* From here on c->buf holds what follows the head (a body, pipelined
@@ -2320,6 +2327,16 @@ static enum next serve_request(struct conn *c, struct http_request *req)
         enum body_result b = read_chunked_body(c, -1, &err, &status);
         if (b == BODY_BAD || b == BODY_TIMEOUT)
             return reply_error(&x, b == BODY_BAD ? status : 408, NULL);
+        if (b != BODY_OK)
+            return NEXT_CLOSE;
+    }
+    if (req->method == HTTP_POST && rt.kind == ROUTE_ROOT && req->content_length > 0) {
+        if (req->content_length > c->env->max_body)
+            return reply_error(&x, 413, NULL);
+        int err = 0;
+        enum body_result b = copy_body(c, req->content_length, -1, &err);
+        if (b == BODY_TIMEOUT)
+            return reply_error(&x, 408, NULL);
         if (b != BODY_OK)
             return NEXT_CLOSE;
     }

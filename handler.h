@@ -85,8 +85,8 @@ void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * sockets involved (so it can be fuzzed and unit-tested on its own).
  */
 enum http_method {
-    HTTP_GET, HTTP_HEAD, HTTP_PUT, HTTP_OPTIONS,
-    HTTP_OTHER_KNOWN /* POST, DELETE, ... */
+    HTTP_GET, HTTP_HEAD, HTTP_PUT, HTTP_OPTIONS, HTTP_POST,
+    HTTP_OTHER_KNOWN /* DELETE, PATCH, ... */
 };
 
 struct http_request {

@@ -3,6 +3,8 @@
 
 Test ids follow Http11Probe's where one matches."""
 
+import os
+
 import pytest
 
 from conftest import assert_error, build_request
@@ -43,8 +45,8 @@ def allow_set(r):
 
 
 @pytest.mark.parametrize("target,allow", [
-    ("*", {"GET", "HEAD", "PUT", "OPTIONS"}),
-    ("/", {"GET", "HEAD", "OPTIONS"}),
+    ("*", {"GET", "HEAD", "POST", "PUT", "OPTIONS"}),
+    ("/", {"GET", "HEAD", "POST", "OPTIONS"}),
     ("/sleep?ms=5", {"GET", "HEAD", "OPTIONS"}),
     ("/files/x", {"GET", "HEAD", "PUT", "OPTIONS"}),
 ], ids=["COMP-OPTIONS-STAR", "root", "sleep", "file"])
@@ -95,3 +97,33 @@ def test_32_byte_unknown_method_is_501(server):
     """The longest accepted method token, unknown -> 501 as for FROB; a long target is still 414."""
     check_hostile(server, b"M" * 32 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 501)
     check_hostile(server, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
+
+
+# ---------------------------------------------------------------- POST /
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "none", "zero"])
+def test_post_root_reads_and_discards_its_body(server, framing):
+    """COMP-POST-CL-BODY, -CL-ZERO, -NO-CL-NO-TE, COMP-CHUNKED-BODY: POST / reads its body (either framing), discards it, answers 200, and the connection stays in step."""
+    body = b"hello" * 1000
+    if framing == "content-length":
+        raw = build_request("POST", "/", body=body)
+    elif framing == "chunked":
+        raw = build_request("POST", "/", headers=[("Transfer-Encoding", "chunked")]) \
+            + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    elif framing == "zero":
+        raw = build_request("POST", "/", headers=[("Content-Length", "0")])
+    else:
+        raw = build_request("POST", "/")
+    with server.connect() as c:
+        c.send(raw + build_request("GET", "/files/none"))
+        r = c.read_response("POST")
+        assert r.status == 200 and "close" not in r.connection_tokens()
+        # The body was consumed exactly: the next request is the GET.
+        assert c.read_response("GET").status == 404
+    assert os.listdir(server.data_dir) == []
+
+
+def test_post_root_over_max_body_is_413(start_server):
+    """POST / with Content-Length over --max-body -> 413 + close, before the body."""
+    srv = start_server("--max-body", "100")
+    check_hostile(srv, build_request("POST", "/", headers=[("Content-Length", "101")]), 413)
