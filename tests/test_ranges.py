@@ -181,10 +181,13 @@ def test_curl_C_dash_resumes_a_download_cut_by_the_grace_deadline(start_server, 
     """A slow download cut by --grace (server exit 1, curl exit 18) resumes after the restart with `curl -C -`: 206 and the exact file."""
     data_dir = tmp_path / "data"
     srv = start_server("--grace", "0.5", data_dir=data_dir)
-    src = os.urandom(16 << 20)
+    # Loopback socket buffers hold over 10 MB, which the server sends at
+    # once: the file is big enough that far more is left when grace ends,
+    # and the rate high enough that curl reads the buffered part quickly.
+    src = os.urandom(48 << 20)
     put(srv, "big.bin", src)
     out = tmp_path / "out.bin"
-    slow = subprocess.Popen(["curl", "-sS", "--limit-rate", "1M", "-o", str(out),
+    slow = subprocess.Popen(["curl", "-sS", "--limit-rate", "8M", "-o", str(out),
                              f"http://{HOST}:{srv.port}/files/big.bin"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
