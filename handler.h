@@ -180,7 +180,7 @@ void http_chunked_init(struct http_chunked *d, long long max_body);
  * request; HTTP_PARSE_ERROR with *status 400 (bad framing), 413 (a chunk
  * size takes the decoded total past max_body: decided before its data
  * arrives) or 431 (trailer fields beyond the head limits).  After DONE or
- * ERROR every call is an error.  Never reads past in + len.
+ * ERROR, any further input is an error.  Never reads past in + len.
  */
 enum http_parse_result http_chunked_decode(struct http_chunked *d,
                                            const char *in, size_t len,
