@@ -2239,9 +2239,15 @@ static void resolve_route(const struct http_request *req, struct route *rt)
             route_error(rt, 400, NULL);
         return;
     }
-    /* absolute-form (RFC 9112 3.2.2): use only the path after the authority. */
-    if (n > 7 && strncasecmp(t, "http://", 7) == 0) {
-        const char *slash = memchr(t + 7, '/', n - 7);
+    /* absolute-form (RFC 9112 3.2.2, which a server MUST accept): use only
+     * the path after the authority.  Schemes are case-insensitive. */
+    size_t scheme = 0;
+    if (n > 4 && strncasecmp(t, "http", 4) == 0) {
+        scheme = t[4] == 's' || t[4] == 'S' ? 5 : 4;
+        scheme = n > scheme + 3 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;
+    }
+    if (scheme > 0) {
+        const char *slash = memchr(t + scheme, '/', n - scheme);
         if (slash == NULL) {
             route_error(rt, 400, NULL);
             return;

@@ -127,3 +127,17 @@ def test_post_root_over_max_body_is_413(start_server):
     """POST / with Content-Length over --max-body -> 413 + close, before the body."""
     srv = start_server("--max-body", "100")
     check_hostile(srv, build_request("POST", "/", headers=[("Content-Length", "101")]), 413)
+
+
+# ---------------------------------------------------------------- absolute-form
+
+@pytest.mark.parametrize("target,status", [
+    ("http://example.com/", 200), ("HTTP://example.com/", 200),
+    ("https://example.com/", 200), ("HTTPS://example.com/", 200),
+    ("HTTPZ://example.com/", 400), ("H-TTP://example.com/", 400),
+    ("https://example.com", 400),
+])
+def test_absolute_form_targets(server, target, status):
+    """h1spec: absolute-form with http or https, any case -> served by path; another scheme, or no path -> 400."""
+    r = server.request("GET", target, host="example.com")
+    assert r.status == status
