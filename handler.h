@@ -158,7 +158,7 @@ struct http_chunked {
     long long total;        /* decoded bytes so far */
     long long max_body;     /* decoded bytes allowed in all */
     size_t line_len;        /* bytes of the current chunk-size line */
-    size_t token_len;       /* bytes of the current extension token */
+    size_t token_len;       /* bytes of the current size or extension token */
     size_t trailer_len;     /* bytes of trailer fields so far */
     int trailers;           /* trailer fields so far */
 };
