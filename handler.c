@@ -1955,6 +1955,50 @@ static enum body_result read_chunked_body(struct conn *c, int fd, int *write_err
 }
 
 /*
+ * Expect: 100-continue: tell the client to send its body, before we read
+ * it.  Only to HTTP/1.1: a 1.0 client knows no 1xx (RFC 9110 15.2).
+ * Returns 0, or -1 when the client is gone.
+ */
+static int send_continue(struct exchange *x)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
+
+    if (!x->req->expect_continue || x->req->minor_version != 1)
+        return 0;
+    return send_all(x->c, &iov, 1);
+}
+
+/*
+ * Read and discard the body of a request that no upload stores.  Returns 0
+ * when it is gone and the route may answer; otherwise -1 and *next (an
+ * error was answered, or the client is gone).
+ */
+static int discard_body(struct exchange *x, enum next *next)
+{
+    struct conn *c = x->c;
+    const struct http_request *req = x->req;
+    int err = 0, status = 400;
+
+    if (!req->chunked && req->content_length > c->env->max_body) {
+        *next = reply_error(x, 413, NULL);      /* before reading any of it */
+        return -1;
+    }
+    if (send_continue(x) != 0) {
+        *next = NEXT_CLOSE;
+        return -1;
+    }
+    enum body_result b = req->chunked ? read_chunked_body(c, -1, &err, &status)
+                                      : copy_body(c, req->content_length, -1, &err);
+    if (b == BODY_OK)
+        return 0;
+    *next = b == BODY_BAD       ? reply_error(x, status, NULL)
+            : b == BODY_TIMEOUT ? reply_error(x, 408, NULL)
+                                : NEXT_CLOSE;   /* client gone or cut */
+    return -1;
+}
+
+/*
  * A temporary upload file is flock()ed from its creation until it has been
  * renamed or unlinked, and the kernel drops the lock when the last
  * descriptor of it closes, however the process ends.  That is how
@@ -2062,14 +2106,10 @@ static enum next put_file(struct exchange *x, const char *name)
     if (fd < 0)
         return reply_failure(x, name, "creating the temporary file", errno);
 
-    if (req->expect_continue && req->minor_version == 1) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
-        if (send_all(c, &iov, 1) != 0) {
-            upload_temp_remove(dir, tmp, &held);    /* while locked: see below */
-            (void)close(fd);
-            return NEXT_CLOSE;
-        }
+    if (send_continue(x) != 0) {
+        upload_temp_remove(dir, tmp, &held);    /* while locked: see below */
+        (void)close(fd);
+        return NEXT_CLOSE;
     }
 
     int err = 0, status = 400;
@@ -2311,9 +2351,9 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     struct route rt;
     struct conditions cond;
     resolve_route(req, &rt);
-    /* Only PUT /files/NAME and POST / read a body; any other request with
-     * one closes afterwards instead of guessing where the next request
-     * starts. */
+    /* Only PUT and POST / take a body; any other request with one closes
+     * afterwards (even a chunked one, read and discarded below) rather
+     * than serve a client that sends bodies where none belong. */
     bool reads_body = req->method == HTTP_PUT || (req->method == HTTP_POST && rt.kind == ROUTE_ROOT);
     if (!reads_body && (req->content_length > 0 || req->chunked))
         x.keep_alive = false;
@@ -2325,27 +2365,15 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     req->target = NULL;
     req->target_len = 0;
 
-    /* A chunked body that no upload stores is still read to its end and
-     * discarded: its framing is judged as strictly as an upload's, so a
-     * broken one is answered with 400 whatever the route. */
-    if (req->chunked && !(rt.kind == ROUTE_FILE && req->method == HTTP_PUT)) {
-        int err = 0, status = 400;
-        enum body_result b = read_chunked_body(c, -1, &err, &status);
-        if (b == BODY_BAD || b == BODY_TIMEOUT)
-            return reply_error(&x, b == BODY_BAD ? status : 408, NULL);
-        if (b != BODY_OK)
-            return NEXT_CLOSE;
-    }
-    if (req->method == HTTP_POST && rt.kind == ROUTE_ROOT && req->content_length > 0) {
-        if (req->content_length > c->env->max_body)
-            return reply_error(&x, 413, NULL);
-        int err = 0;
-        enum body_result b = copy_body(c, req->content_length, -1, &err);
-        if (b == BODY_TIMEOUT)
-            return reply_error(&x, 408, NULL);
-        if (b != BODY_OK)
-            return NEXT_CLOSE;
-    }
+    /* POST / discards its body.  So does every other route that stores
+     * nothing with a chunked body: its framing is judged as strictly as an
+     * upload's, so a broken one is answered with 400 whatever the route. */
+    bool stored = rt.kind == ROUTE_FILE && req->method == HTTP_PUT;
+    bool posted = rt.kind == ROUTE_ROOT && req->method == HTTP_POST;
+    enum next next;
+    if (!stored && (req->chunked || (posted && req->content_length > 0)) &&
+        discard_body(&x, &next) != 0)
+        return next;
 
     switch (rt.kind) {
     case ROUTE_ROOT:

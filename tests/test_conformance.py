@@ -141,3 +141,18 @@ def test_absolute_form_targets(server, target, status):
     """h1spec: absolute-form with http or https, any case -> served by path; another scheme, or no path -> 400."""
     r = server.request("GET", target, host="example.com")
     assert r.status == status
+
+
+@pytest.mark.parametrize("version,interim", [("HTTP/1.1", [100]), ("HTTP/1.0", [])],
+                         ids=["1.1", "COMP-NO-1XX-HTTP10"])
+def test_post_root_expect_100_continue(server, version, interim):
+    """POST / with Expect: 100-continue: HTTP/1.1 gets 100 before it sends the body, then 200; HTTP/1.0 never gets a 1xx."""
+    with server.connect() as c:
+        c.send(build_request("POST", "/", version=version,
+                             headers={"Expect": "100-continue", "Content-Length": "5"}))
+        if interim:
+            assert c.read_head(timeout=5).status == 100
+        c.send(b"hello")
+        r = c.read_response("POST")
+    assert r.status == 200
+    assert [i.status for i in r.interim] == []
