@@ -2351,9 +2351,10 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     struct route rt;
     struct conditions cond;
     resolve_route(req, &rt);
-    /* Only PUT and POST / take a body; any other request with one closes
-     * afterwards (even a chunked one, read and discarded below) rather
-     * than serve a client that sends bodies where none belong. */
+    /* Only PUT and POST / take a body.  Any other request with one closes
+     * afterwards: a Content-Length body is left unread rather than
+     * guessed past (conn_close discards it), and a chunked one, though
+     * read and discarded below, came where no body belongs. */
     bool reads_body = req->method == HTTP_PUT || (req->method == HTTP_POST && rt.kind == ROUTE_ROOT);
     if (!reads_body && (req->content_length > 0 || req->chunked))
         x.keep_alive = false;
