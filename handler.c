@@ -1503,43 +1503,85 @@ struct conditions {
 };
 
 /*
- * An IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", as seconds since the
- * epoch, or -1.  The two obsolete formats (RFC 850, asctime) are not
- * parsed, so they count as invalid: the conditional is ignored and the
- * whole file sent, which is always correct.
+ * Match s[0..n) against one HTTP-date shape into *tm: 'D' a digit of the
+ * day ('_' one that may be a space, for asctime's " 6"), 'Y' of the year,
+ * 'h', 'i', 's' of the hour, minute and second, 'M' a letter of the month
+ * name, 'a' any letter; anything else stands for itself.
  */
-static time_t parse_http_date(const char *s, size_t n)
+static bool match_date_shape(const char *s, size_t n, const char *shape, struct tm *tm)
 {
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    /* 'D' a digit, 'x' any letter (day and month names, checked below). */
-    static const char shape[] = "xxx, DD xxx DDDD DD:DD:DD GMT";
-    int v[6] = { 0 };   /* day, year, hour, minute, second; v[5] unused */
-    int field = 0;
+    static const char fields[] = "DYhis";
+    int v[5] = { 0 };       /* day, year, hour, minute, second */
+    const char *month = NULL;
 
-    if (n != HTTP_DATE_LEN)
-        return -1;
+    if (n != strlen(shape))
+        return false;
     for (size_t i = 0; i < n; i++) {
-        char want = shape[i], got = s[i];
-        if (want == 'D') {
+        unsigned char got = (unsigned char)s[i];
+        const char *field = strchr(fields, shape[i] == '_' ? 'D' : shape[i]);
+        if (shape[i] == '_' && got == ' ')
+            continue;
+        if (field != NULL) {        /* shape[i] is never NUL here */
             if (got < '0' || got > '9')
-                return -1;
-            v[field] = v[field] * 10 + (got - '0');
-            if (shape[i + 1] != 'D')
-                field++;
-        } else if (want != 'x' && got != want) {
-            return -1;
+                return false;
+            int k = (int)(field - fields);
+            v[k] = v[k] * 10 + (got - '0');
+        } else if (shape[i] == 'M' || shape[i] == 'a') {
+            if (!((got >= 'a' && got <= 'z') || (got >= 'A' && got <= 'Z')))
+                return false;
+            if (shape[i] == 'M' && month == NULL)
+                month = s + i;
+        } else if (got != (unsigned char)shape[i]) {
+            return false;
         }
     }
     const char *m = NULL;
-    for (size_t k = 0; k + 3 <= sizeof months - 1 && m == NULL; k += 3)
-        if (memcmp(months + k, s + 8, 3) == 0)
+    for (size_t k = 0; month != NULL && k + 3 <= sizeof months - 1 && m == NULL; k += 3)
+        if (memcmp(months + k, month, 3) == 0)
             m = months + k;
     if (m == NULL || v[0] < 1 || v[0] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 60)
+        return false;
+    memset(tm, 0, sizeof *tm);
+    tm->tm_mday = v[0];
+    tm->tm_mon = (int)((m - months) / 3);
+    tm->tm_year = v[1] - 1900;
+    tm->tm_hour = v[2];
+    tm->tm_min = v[3];
+    tm->tm_sec = v[4];
+    return true;
+}
+
+/*
+ * An HTTP-date as seconds since the epoch, or -1.  All three formats are
+ * accepted (RFC 9110 5.6.7): IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT",
+ * and the obsolete RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT" and asctime
+ * "Sun Nov  6 08:49:37 1994".  Day names are not checked against the date.
+ */
+static time_t parse_http_date(const char *s, size_t n)
+{
+    struct tm tm;
+    size_t name = 0;
+
+    if (match_date_shape(s, n, "aaa, DD MMM YYYY hh:ii:ss GMT", &tm) ||
+        match_date_shape(s, n, "aaa MMM _D hh:ii:ss YYYY", &tm))
+        return timegm(&tm);
+    /* RFC 850: a whole day name, then a two-digit year. */
+    while (name < n && ((s[name] >= 'a' && s[name] <= 'z') || (s[name] >= 'A' && s[name] <= 'Z')))
+        name++;
+    if (name < 6 || !match_date_shape(s + name, n - name, ", DD-MMM-YY hh:ii:ss GMT", &tm))
         return -1;
-    struct tm tm = {
-        .tm_mday = v[0], .tm_mon = (int)((m - months) / 3), .tm_year = v[1] - 1900,
-        .tm_hour = v[2], .tm_min = v[3], .tm_sec = v[4],
-    };
+    /* A two-digit year more than 50 years ahead is in the last century
+     * (RFC 9110 5.6.7). */
+    struct tm now;
+    time_t t = time(NULL);
+    if (gmtime_r(&t, &now) == NULL)
+        return -1;
+    int this_year = now.tm_year + 1900;
+    int year = this_year - this_year % 100 + tm.tm_year + 1900;
+    if (year > this_year + 50)
+        year -= 100;
+    tm.tm_year = year - 1900;
     return timegm(&tm);
 }
 

@@ -3,6 +3,7 @@
 a single Range -> 206 or 416, If-Range; and what they are for: `curl -C -`
 resuming a download cut by the grace deadline, `curl -z`."""
 
+import calendar
 import email.utils
 import os
 import re
@@ -224,3 +225,40 @@ def test_curl_z_downloads_only_when_newer(filed, tmp_path):
     p = curl("-z", str(copy), "-o", str(tmp_path / "new"), "-w", "%{http_code}", url)
     assert p.returncode == 0 and p.stdout == b"200", p.stderr
     assert (tmp_path / "new").read_bytes() == DATA
+
+
+def obsolete_dates(t):
+    """t in the two obsolete HTTP-date formats (RFC 9110 5.6.7)."""
+    g = time.gmtime(t)
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    days = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+    rfc850 = (f"{days[g.tm_wday]}, {g.tm_mday:02d}-{months[g.tm_mon - 1]}-{g.tm_year % 100:02d} "
+              f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} GMT")
+    asctime = (f"{days[g.tm_wday][:3]} {months[g.tm_mon - 1]} {g.tm_mday:2d} "
+               f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} {g.tm_year}")
+    return {"rfc850": rfc850, "asctime": asctime}
+
+
+@pytest.mark.parametrize("form", ["rfc850", "asctime"])
+def test_if_modified_since_obsolete_date_formats(filed, form):
+    """RFC 9110 5.6.7: the RFC 850 and asctime date formats are accepted too: at Last-Modified -> 304, a second before -> 200."""
+    lm = get(filed).header("last-modified")
+    t = email.utils.parsedate_to_datetime(lm).timestamp()
+    assert get(filed, headers={"If-Modified-Since": obsolete_dates(t)[form]}).status == 304
+    assert get(filed, headers={"If-Modified-Since": obsolete_dates(t - 1)[form]}).status == 200
+
+
+def test_obsolete_dates_single_digit_day_and_two_digit_year(filed):
+    """asctime pads a one-digit day with a space ("Mar  5"), RFC 850 has a two-digit year ("24" is 2024, "77" is 1977): both parsed, so a file last modified then -> 304."""
+    t0 = calendar.timegm((2024, 3, 5, 12, 0, 0))
+    os.utime(filed.data_dir / "f", (t0, t0))
+    assert get(filed).header("last-modified") == "Tue, 05 Mar 2024 12:00:00 GMT"
+    for ims in ["Tue Mar  5 12:00:00 2024", "Tuesday, 05-Mar-24 12:00:00 GMT"]:
+        assert get(filed, headers={"If-Modified-Since": ims}).status == 304, ims
+    for ims in ["Mon Mar  4 12:00:00 2024", "Monday, 04-Mar-24 12:00:00 GMT"]:
+        assert get(filed, headers={"If-Modified-Since": ims}).status == 200, ims
+    # A two-digit year more than 50 years ahead is in the past century:
+    # "77" is 1977 (as 2077 it would be a future date, ignored: 200).
+    t1 = calendar.timegm((1977, 3, 5, 12, 0, 0))
+    os.utime(filed.data_dir / "f", (t1, t1))
+    assert get(filed, headers={"If-Modified-Since": "Saturday, 05-Mar-77 12:00:00 GMT"}).status == 304
