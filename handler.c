@@ -2393,12 +2393,13 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     struct route rt;
     struct conditions cond;
     resolve_route(req, &rt);
+    bool stored = rt.kind == ROUTE_FILE && req->method == HTTP_PUT;
+    bool posted = rt.kind == ROUTE_ROOT && req->method == HTTP_POST;
     /* Only PUT and POST / take a body.  Any other request with one closes
      * afterwards: a Content-Length body is left unread rather than
      * guessed past (conn_close discards it), and a chunked one, though
      * read and discarded below, came where no body belongs. */
-    bool reads_body = req->method == HTTP_PUT || (req->method == HTTP_POST && rt.kind == ROUTE_ROOT);
-    if (!reads_body && (req->content_length > 0 || req->chunked))
+    if (req->method != HTTP_PUT && !posted && (req->content_length > 0 || req->chunked))
         x.keep_alive = false;
     if (rt.kind == ROUTE_FILE && req->method != HTTP_PUT)
         read_conditions(req, &cond);
@@ -2407,12 +2408,11 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     consume(c, req->head_len);
     req->target = NULL;
     req->target_len = 0;
+    req->if_none_match = req->if_modified_since = req->range = req->if_range = NULL;
 
     /* POST / discards its body.  So does every other route that stores
      * nothing with a chunked body: its framing is judged as strictly as an
      * upload's, so a broken one is answered with 400 whatever the route. */
-    bool stored = rt.kind == ROUTE_FILE && req->method == HTTP_PUT;
-    bool posted = rt.kind == ROUTE_ROOT && req->method == HTTP_POST;
     enum next next;
     if (!stored && (req->chunked || (posted && req->content_length > 0)) &&
         discard_body(&x, &next) != 0)
