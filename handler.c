@@ -9,8 +9,10 @@
  *   - drain_fd is watched only while the connection is idle (no byte of a
  *     next request has arrived).  Idle connections close at once when
  *     graceful shutdown begins; busy ones finish what they started, and
- *     their response says Connection: close (decided from env->draining,
- *     the same news as a flag: a load instead of a poll per response).
+ *     so do requests already pipelined behind it; the response that
+ *     leaves nothing pending says Connection: close (decided from
+ *     env->draining, the same news as a flag: a load instead of a poll per
+ *     response; see stop_keep_alive_if_draining).
  *   - force_fd is watched by every wait.  When it fires, the connection is
  *     cut wherever it is, any half-written upload is removed, and the
  *     thread returns so the server can join it.
