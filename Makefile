@@ -20,7 +20,8 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean
+.PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean \
+        lesson lesson-stages
 
 all: server
 
@@ -80,6 +81,20 @@ fuzz: fuzz/fuzz_parser
 	./fuzz/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
 	    fuzz/.corpus fuzz/corpus
 
+# The lesson: lesson/steps/*.patch applied in turn to lesson/naive.c, each
+# stage built (and built again with the race window), gracecheck run on
+# every stage and on ./server, and the matrix compared with
+# lesson/expected.txt.  LESSON_JOBS columns run at once.
+LESSON_BUILD = lesson/build
+LESSON_JOBS ?= 3
+
+lesson-stages:
+	CC="$(CC)" CFLAGS="$(ALL_CFLAGS)" sh lesson/stages.sh $(LESSON_BUILD)
+
+lesson: server lesson-stages
+	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
+	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt
+
 bench: server
 	$(PYTHON) bench/bench.py
 
@@ -88,4 +103,4 @@ bench-quick: server
 
 clean:
 	rm -f server server-asan server-tsan fuzz/fuzz_parser
-	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus
+	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus $(LESSON_BUILD) lesson/__pycache__

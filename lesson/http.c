@@ -1,10 +1,14 @@
 /* lesson/http.c - see http.h. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep, strncasecmp */
+
 #include "http.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 size_t http_head_length(const char *buf, size_t len)
 {
@@ -122,4 +126,15 @@ size_t http_format(const struct http_request *rq, char *out, size_t cap)
                  rq->status == 405 ? "Allow: GET, HEAD\r\n" : "",
                  rq->head_only ? "" : body);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+void lesson_race_window(void)
+{
+#ifdef LESSON_RACE_WINDOW_MS
+    struct timespec ts = { LESSON_RACE_WINDOW_MS / 1000, LESSON_RACE_WINDOW_MS % 1000 * 1000000L };
+
+    /* A preempted thread is not woken by a signal: sleep the whole time. */
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        continue;
+#endif
 }

@@ -1,6 +1,6 @@
 /*
- * lesson/http.h - the HTTP every lesson stage shares, and nothing else: no
- * sockets, no threads, no signals.  Keeping it out of the stages keeps their
+ * lesson/http.h - the HTTP every lesson stage shares: no sockets, no
+ * threads, no signals.  Keeping it out of the stages keeps their
  * diffs to the one thing the lesson is about, shutdown.
  *
  * It is a small, honest HTTP/1.1: GET and HEAD of / and /sleep?ms=N, with
@@ -37,5 +37,15 @@ void http_parse(const char *buf, size_t len, struct http_request *rq);
 /* Write the response to *rq into out (cap >= HTTP_REPLY_MAX); returns its
  * length.  rq->keep_alive chooses Connection: keep-alive or close. */
 size_t http_format(const struct http_request *rq, char *out, size_t cap);
+
+/*
+ * Not HTTP: the lesson's race window.  `make lesson` builds each stage a
+ * second time with -DLESSON_RACE_WINDOW_MS=N, and then this pauses N ms, as
+ * if the scheduler had stopped the thread exactly there; the stages call it
+ * between checking for a signal and starting to wait.  A race microseconds
+ * wide becomes one the lesson's race rows hit every time.  In a normal
+ * build it does nothing.
+ */
+void lesson_race_window(void);
 
 #endif

@@ -33,23 +33,6 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-/*
- * `make lesson` builds each stage a second time with -DLESSON_RACE_WINDOW_MS
- * to widen the gap between checking for a signal and starting to wait from
- * microseconds to milliseconds, as if the scheduler had paused the thread
- * there.  The signal-race check then lands in it every time.  A normal
- * build has no window.
- */
-static void race_window(void)
-{
-#ifdef LESSON_RACE_WINDOW_MS
-    struct timespec ts = { 0, LESSON_RACE_WINDOW_MS * 1000000L };
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        continue;
-#endif
-}
-
 struct conn {
     int fd;
     size_t len;                 /* bytes of buf received, not yet answered */
@@ -169,7 +152,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     fprintf(stderr, "listening on 127.0.0.1:%d\n", port);
     while (!stop) {
-        race_window();
+        lesson_race_window();
         int fd = accept(listener, NULL, NULL);
         if (fd >= 0 && start_thread(fd, &handles, &n) != 0)
             close(fd);
