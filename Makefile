@@ -93,7 +93,7 @@ lesson-stages:
 
 lesson: server lesson-stages
 	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
-	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt
+	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt $(if $(LESSON_FULL),--full)
 
 bench: server
 	$(PYTHON) bench/bench.py
