@@ -68,6 +68,9 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c bench/floor.c
 	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
+	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c
+	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c -- -std=c11 -Ilesson
 
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.

@@ -49,10 +49,13 @@ static int sleep_ms(const char *target)
     const char *digits = target + strlen("/sleep?ms=");
     size_t n = strspn(digits, "0123456789");
 
+    long ms;
+
     if (strncmp(target, "/sleep?ms=", strlen("/sleep?ms=")) != 0 ||
-        n == 0 || n > 5 || digits[n] != '\0' || atoi(digits) > HTTP_SLEEP_MAX)
+        n == 0 || n > 5 || digits[n] != '\0')
         return -1;
-    return atoi(digits);
+    ms = strtol(digits, NULL, 10);      /* five digits at most: no overflow */
+    return ms > HTTP_SLEEP_MAX ? -1 : (int)ms;
 }
 
 void http_parse(const char *buf, size_t len, struct http_request *rq)
@@ -62,7 +65,7 @@ void http_parse(const char *buf, size_t len, struct http_request *rq)
     int end = 0;
 
     *rq = (struct http_request){ .status = 400, .sleep_ms = -1 };
-    if (len < 4 || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0) {
+    if (len < 4 || len > HTTP_HEAD_MAX || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0) {
         rq->status = 431;
         return;
     }
@@ -135,6 +138,6 @@ void lesson_race_window(void)
 
     /* A preempted thread is not woken by a signal: sleep the whole time. */
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        continue;
+        ;
 #endif
 }

@@ -168,7 +168,7 @@ static void close_gently(struct conn *c)
         shutdown(c->fd, SHUT_WR) == 0)
         while (poll(p, 2, 1000) > 0 && !p[1].revents &&
                recv(c->fd, junk, sizeof junk, 0) > 0)
-            continue;
+            ;
     close(c->fd);
 }
 
@@ -226,7 +226,7 @@ static size_t reap(struct shared *sh, int reaper_rd)
     /* Empty the pipe first: a thread that finishes after we take the list
      * writes its byte after this read, and wakes us again. */
     while (read(reaper_rd, bytes, sizeof bytes) > 0)
-        continue;
+        ;
     pthread_mutex_lock(&sh->lock);
     c = sh->finished;
     sh->finished = NULL;
@@ -281,6 +281,17 @@ static int accept_one(int listener, struct shared *sh, size_t *live)
     return 0;
 }
 
+/* The whole number in arg if it is one from 0 to max, else -1. */
+static long parse_number(const char *arg, long max)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(arg, &end, 10);
+    return errno != 0 || end == arg || *end != '\0' || n < 0 || n > max ? -1 : n;
+}
+
 /* A listening TCP socket on 127.0.0.1:port, or -1. */
 static int listen_on(int port)
 {
@@ -301,15 +312,19 @@ static int listen_on(int port)
 
 int main(int argc, char **argv)
 {
-    int port = argc > 1 ? atoi(argv[1]) : 7878;
-    double grace = argc > 2 ? atof(argv[2]) : 10;  /* seconds before forcing */
-    int listener = listen_on(port);
+    long port = argc > 1 ? parse_number(argv[1], 65535) : 7878;
+    long grace = argc > 2 ? parse_number(argv[2], 3600) : 10;  /* seconds before forcing */
+    int listener = port < 0 ? -1 : listen_on((int)port);
     struct sigaction sa = { .sa_handler = on_signal };
     sigset_t stopset, waitmask;
     struct shared sh = { .lock = PTHREAD_MUTEX_INITIALIZER };
     int drain[2], force[2], reaper[2], status = 0;
     size_t live = 0;            /* threads started and not yet joined */
 
+    if (port < 0 || grace < 0) {
+        fprintf(stderr, "usage: %s [PORT [GRACE_SECONDS]]\n", argv[0]);
+        return 2;
+    }
     if (listener < 0 || pipe(drain) != 0 || pipe(force) != 0 ||
         pipe2(reaper, O_NONBLOCK) != 0) {
         perror("start");
@@ -318,8 +333,8 @@ int main(int argc, char **argv)
     sh.drain_fd = drain[0];
     sh.force_fd = force[0];
     sh.reaper_fd = reaper[1];
-    /* No SA_RESTART: the signal makes accept() fail with EINTR, so the loop
-     * checks the flag now instead of when the next client connects. */
+    /* No SA_RESTART: ppoll() is never restarted anyway, but no other
+     * blocking call a reader adds should silently swallow the signal. */
     sigemptyset(&sa.sa_mask);
     /* A write to a connection its client has closed raises SIGPIPE, whose
      * default action ends the process; ignored, the write fails with EPIPE
@@ -332,18 +347,18 @@ int main(int argc, char **argv)
     sigemptyset(&stopset);
     sigaddset(&stopset, SIGINT);
     sigaddset(&stopset, SIGTERM);
-    /* Before any thread exists: every thread inherits the blocked mask, so
+    /* 1. Before any thread exists: every thread inherits the blocked mask, so
      * the kernel can deliver the signals only to main, inside ppoll().
      * pthread_sigmask cannot fail with a valid `how`. */
     pthread_sigmask(SIG_BLOCK, &stopset, &waitmask);
-    fprintf(stderr, "listening on 127.0.0.1:%d\n", port);
-    while (atomic_load(&signals_received) == 0) {
+    fprintf(stderr, "listening on 127.0.0.1:%ld\n", port);
+    while (atomic_load(&signals_received) == 0) {  /* 3. until the handler counts one */
         struct pollfd p[2] = {
             { .fd = listener, .events = POLLIN },
             { .fd = reaper[0], .events = POLLIN },
         };
         lesson_race_window();
-        /* A signal that arrives after the check stays pending, and ppoll()
+        /* 2. A signal that arrives after the check stays pending, and ppoll()
          * unblocks it and starts waiting in one atomic step: the pending
          * signal interrupts the wait the moment it begins. */
         int ready = ppoll(p, 2, NULL, &waitmask);
@@ -355,20 +370,20 @@ int main(int argc, char **argv)
         if (p[0].revents)
             accept_one(listener, &sh, &live);
     }
-    /* Take in the backlog, then close the listener: clients that connected
+    /* 4. Take in the backlog, then close the listener: clients that connected
      * and sent a request before the signal are served, not reset, and new
      * ones are refused at once instead of waiting where nobody will look. */
     while (accept_one(listener, &sh, &live) == 0)
-        continue;
+        ;
     close(listener);
-    /* Drain: closing the write end makes the read end readable in every
+    /* 5. Drain: closing the write end makes the read end readable in every
      * thread at once, and for good: a broadcast with no lock and no list.
      * The flag first, so a thread the pipe wakes sees it. */
     atomic_store(&sh.draining, true);
     close(drain[1]);
-    /* Join threads as they finish, until none are left, the grace deadline
+    /* 6. Join threads as they finish, until none are left, the grace deadline
      * passes or a second signal comes (it makes ppoll fail with EINTR). */
-    long long deadline = now_ms() + (long long)(grace * 1000);
+    long long deadline = now_ms() + grace * 1000;
     while (live > 0 && atomic_load(&signals_received) < 2 && now_ms() < deadline) {
         struct pollfd p = { .fd = reaper[0], .events = POLLIN };
         long long left = deadline - now_ms();
@@ -376,7 +391,7 @@ int main(int argc, char **argv)
         if (ppoll(&p, 1, &t, &waitmask) > 0)
             live -= reap(&sh, reaper[0]);
     }
-    /* Force: every wait in every thread wakes, cuts its connection and
+    /* 7. Force: every wait in every thread wakes, cuts its connection and
      * returns; join the rest.  Exit 1: work was cut. */
     if (live > 0) {
         status = 1;
@@ -387,5 +402,5 @@ int main(int argc, char **argv)
         if (poll(&p, 1, -1) > 0)
             live -= reap(&sh, reaper[0]);
     }
-    return status;
+    return status;                      /* 8. */
 }

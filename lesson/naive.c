@@ -62,7 +62,7 @@ static int pause_ms(int ms)
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        continue;
+        ;
     return 0;
 }
 
@@ -120,6 +120,17 @@ fail:
     return -1;
 }
 
+/* The whole number in arg if it is one from 0 to max, else -1. */
+static long parse_number(const char *arg, long max)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(arg, &end, 10);
+    return errno != 0 || end == arg || *end != '\0' || n < 0 || n > max ? -1 : n;
+}
+
 /* A listening TCP socket on 127.0.0.1:port, or -1. */
 static int listen_on(int port)
 {
@@ -139,18 +150,22 @@ static int listen_on(int port)
 
 int main(int argc, char **argv)
 {
-    int port = argc > 1 ? atoi(argv[1]) : 7878;
-    int listener = listen_on(port);
+    long port = argc > 1 ? parse_number(argv[1], 65535) : 7878;
+    int listener = port < 0 ? -1 : listen_on((int)port);
     pthread_t *handles = NULL;
     size_t n = 0;
 
+    if (port < 0) {
+        fprintf(stderr, "usage: %s [PORT]\n", argv[0]);
+        return 2;
+    }
     if (listener < 0) {
         perror("listen");
         return 1;
     }
     signal(SIGINT, on_signal);          /* glibc's signal() implies SA_RESTART */
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "listening on 127.0.0.1:%d\n", port);
+    fprintf(stderr, "listening on 127.0.0.1:%ld\n", port);
     while (!stop) {
         lesson_race_window();
         int fd = accept(listener, NULL, NULL);
