@@ -21,7 +21,7 @@
  *
  * Usage: minimal [PORT [GRACE_SECONDS]]
  */
-#define _GNU_SOURCE /* the steps use accept4, pipe2, ppoll */
+#define _GNU_SOURCE /* the steps use pipe2 and ppoll */
 
 #include "http.h"
 

@@ -9,7 +9,7 @@
  *
  * Usage: naive [PORT]
  */
-#define _GNU_SOURCE /* the steps use accept4, pipe2, ppoll */
+#define _GNU_SOURCE /* the steps use pipe2 and ppoll */
 
 #include "http.h"
 
