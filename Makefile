@@ -20,7 +20,8 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean
+.PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean \
+        gracecheck gracecheck-peers
 
 all: server
 
@@ -79,6 +80,16 @@ fuzz: fuzz/fuzz_parser
 	mkdir -p fuzz/.corpus
 	./fuzz/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
 	    fuzz/.corpus fuzz/corpus
+
+# gracecheck (gracecheck/README.md): every shutdown check against ./server,
+# which must pass them all; then the same checks against nginx, Python's
+# ThreadingHTTPServer and Go's net/http where installed.
+gracecheck: server
+	$(PYTHON) gracecheck/gracecheck.py --slow '/sleep?ms={ms}' --grace 2 \
+	    -- ./server --port '{port}' --data-dir '{dir}' --grace 2
+
+gracecheck-peers:
+	sh gracecheck/peers.sh $(PYTHON)
 
 bench: server
 	$(PYTHON) bench/bench.py

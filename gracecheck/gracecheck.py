@@ -300,7 +300,8 @@ def ms(seconds):
 Reply = namedtuple("Reply", "kind status headers body")
 # kind: "ok" a whole response; "eof" the connection closed before any byte
 # of it (a clean refusal); "truncated" part of a response, then the end;
-# "reset" a RST; "timeout" nothing for IO_BOUND; "refused" ECONNREFUSED.
+# "reset" a RST after the request was sent; "reset before sending" a RST
+# that made the send itself fail; "timeout" nothing for IO_BOUND.
 
 
 class Client:
@@ -326,7 +327,7 @@ class Client:
         try:
             self.send(self.request(path, close))
         except ConnectionResetError:
-            return Reply("reset", None, {}, b"")
+            return Reply("reset before sending", None, {}, b"")
         except BrokenPipeError:
             return Reply("eof", None, {}, b"")
         return self.read_reply()
@@ -903,15 +904,19 @@ def check_under_load(cfg):
     with Server(cfg) as server:
         lock = threading.Lock()
         counts = {"completed": 0, "refused": 0, "closed": 0, "truncated": 0,
-                  "reset": 0, "timeout": 0}
+                  "reset": 0, "reset before sending": 0, "timeout": 0}
         stop_at = [time.monotonic() + 0.5 + HANG_BOUND]
+        bad = []     # where each reset, truncation or timeout happened
 
-        def count(kind):
+        def count(kind, where=""):
+            kind = {"ok": "completed", "eof": "closed"}.get(kind, kind)
             with lock:
                 counts[kind] += 1
-
-        def classify(reply):
-            return {"ok": "completed", "eof": "closed"}.get(reply.kind, reply.kind)
+                if kind in ("reset", "truncated", "timeout") and len(bad) < 5:
+                    after = time.monotonic() - server.signal_at if server.signal_at else None
+                    bad.append(f"{kind} on {where}"
+                               + (f", {ms(after)} after the signal" if after is not None
+                                  else ", before the signal"))
 
         def keepalive_client():
             c = open_client(server.port)
@@ -919,9 +924,11 @@ def check_under_load(cfg):
                 count("refused")
                 return
             with c.sock:
+                n = 0
                 while time.monotonic() < stop_at[0]:
+                    n += 1
                     reply = c.get(cfg.path)
-                    count(classify(reply))
+                    count(reply.kind, f"keep-alive request {n}")
                     if reply.kind != "ok" or "close" in reply.headers.get("connection", "").lower():
                         return
 
@@ -937,16 +944,16 @@ def check_under_load(cfg):
                     time.sleep(0.005)
                     continue
                 with c.sock:
-                    count(classify(c.get(cfg.path)))
+                    count(c.get(cfg.path).kind, "a new connection")
 
         def guarded(body):
             def run():
                 try:
                     body()
                 except socket.timeout:
-                    count("timeout")     # a connect left hanging
-                except OSError:
-                    count("reset")       # the send of a request failed half-way
+                    count("timeout", "connect")      # a connect left hanging
+                except OSError as e:
+                    count("reset", f"connect ({e.strerror or e})")
             return run
 
         threads = [threading.Thread(target=guarded(keepalive_client)) for _ in range(32)]
@@ -963,12 +970,14 @@ def check_under_load(cfg):
         figure = (f"{counts['completed']} completed, {counts['refused']} refused, "
                   f"{counts['closed']} closed before a response, "
                   f"{counts['truncated']} truncated, {counts['reset']} reset")
+        if counts["reset before sending"]:
+            figure += f" ({counts['reset before sending']} more before sending)"
         if counts["timeout"]:
             figure += f", {counts['timeout']} timed out"
         if took is None:
             return failed(figure, f"no exit within {HANG_BOUND:g} s; killed")
         if counts["truncated"] or counts["reset"] or counts["timeout"]:
-            return failed(figure, f"exit {ms(took)} after the signal")
+            return failed(figure, f"exit {ms(took)} after the signal; " + "; ".join(bad))
         return passed(figure, f"exit {ms(took)} after the signal, {describe_status(server.status)}")
 
 
