@@ -240,3 +240,21 @@ def test_concurrent_uploads_to_different_names(server):
     assert (server.data_dir / "a").read_bytes() == a_body
     assert (server.data_dir / "b").read_bytes() == b_body
     assert real_names(server.data_dir) == ["a", "b"]
+
+
+# ---------------------------------------------------------------- failures are logged
+
+def test_failed_rename_is_500_logged_and_temp_removed(server):
+    """NAME is a non-empty directory, so rename() fails (EISDIR): 500, one
+    `conn:` log line naming the step and the error, no temporary file left,
+    the directory untouched, and the server goes on."""
+    (server.data_dir / "taken").mkdir()
+    (server.data_dir / "taken" / "inside").write_bytes(b"x")
+    r = put(server, "taken", b"new content")
+    assert_error(r, 500)
+    line = server.wait_line(r"conn: PUT /files/taken: 500 Internal Server Error: "
+                            r"rename: (.+)")
+    assert line.group(1) == os.strerror(21)     # EISDIR
+    assert temp_uploads(server.data_dir) == []
+    assert (server.data_dir / "taken" / "inside").read_bytes() == b"x"
+    assert put(server, "other", b"fine").status == 201
