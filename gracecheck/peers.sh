@@ -26,7 +26,7 @@ run() {   # run NAME GRACECHECK-ARGS... -- COMMAND...
 }
 
 if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
-    run nginx --signal QUIT --slow '/sleep?ms={ms}' -- "$here/examples/nginx/run.sh" '{port}' '{dir}'
+    run nginx --signal QUIT --slow '/sleep?ms={ms}' --grace 2 -- "$here/examples/nginx/run.sh" '{port}' '{dir}'
 else
     echo; echo "== nginx: skipped (not installed: apt-get install nginx)"
 fi

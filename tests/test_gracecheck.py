@@ -27,6 +27,13 @@ ALL_CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close
               "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status"]
 
 
+# The fixture tests do not run ./server: under `make asan` or `make tsan`
+# (SERVER_BIN set to another build) they would only repeat the plain run.
+fixture_test = pytest.mark.skipif(
+    os.path.realpath(SERVER_BIN) != os.path.realpath(REPO / "server"),
+    reason="fixture-only test: the plain `make test` run covers it")
+
+
 def gracecheck(tmp_path, options, command, timeout=300):
     """Run the tool to completion: (CompletedProcess, {check name: result})."""
     out = tmp_path / "gracecheck.json"
@@ -84,6 +91,7 @@ def test_server_passes_every_check(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@fixture_test
 def test_fixture_without_flaws_passes_every_check(tmp_path):
     proc, results = gracecheck(tmp_path, [*SLOW, "--grace", "1", "--repeat", "1"], fixture())
     failing = {n: r for n, r in results.items() if r["result"] != "PASS"}
@@ -119,6 +127,7 @@ def test_every_check_has_a_flaw_that_fails_it():
     assert covered == set(ALL_CHECKS)
 
 
+@fixture_test
 @pytest.mark.parametrize("flaw,checks", FLAW_FAILS, ids=[f for f, _ in FLAW_FAILS])
 def test_flaw_fails_its_checks(tmp_path, flaw, checks):
     proc, results = gracecheck(
@@ -131,6 +140,7 @@ def test_flaw_fails_its_checks(tmp_path, flaw, checks):
     assert proc.returncode == 1
 
 
+@fixture_test
 def test_checks_needing_slow_work_say_na_without_slow(tmp_path):
     needs = ["refuse-new", "in-flight", "conn-close", "pipelined", "deadline",
              "second-signal", "exit-status"]
@@ -143,6 +153,7 @@ def test_checks_needing_slow_work_say_na_without_slow(tmp_path):
 # --------------------------------------------------------------------------
 # the tool never leaves a process behind
 
+@fixture_test
 def test_hanging_server_is_killed_and_fails(tmp_path):
     pidfile = tmp_path / "pids"
     started = time.monotonic()
@@ -154,6 +165,7 @@ def test_hanging_server_is_killed_and_fails(tmp_path):
     assert pids_in(pidfile) and not any(alive(p) for p in pids_in(pidfile))
 
 
+@fixture_test
 def test_children_of_the_server_are_killed(tmp_path):
     """A process the server forked (an nginx worker, say) stays in its group
     and dies with it, even when the server itself exits cleanly."""
@@ -167,6 +179,7 @@ def test_children_of_the_server_are_killed(tmp_path):
     assert wait_until(lambda: not any(alive(p) for p in pids), 5.0)
 
 
+@fixture_test
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_tool_kills_the_server(tmp_path, sig):
     """Ctrl+C (or SIGTERM) of the tool while a hanging server runs."""
@@ -221,6 +234,7 @@ def test_a_command_that_never_gets_ready_exits_2(tmp_path):
     assert "did not start" in proc.stderr and "status 3" in proc.stderr
 
 
+@fixture_test
 def test_json_has_the_documented_shape(tmp_path):
     proc, _ = gracecheck(tmp_path, ["--only", "idle-exit,sigpipe", "--repeat", "1"], fixture())
     doc = json.loads((tmp_path / "gracecheck.json").read_text())

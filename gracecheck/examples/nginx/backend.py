@@ -4,7 +4,7 @@
 Usage: backend.py SOCKET_PATH.  It runs in nginx's process group, so the
 checker kills it with nginx; it ignores the stop signals, which go to nginx.
 """
-import os, signal, socketserver, sys, time
+import signal, socketserver, sys, time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,10 +28,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Backend(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128   # nginx opens one connection per proxied request
+
+
 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
     signal.signal(sig, signal.SIG_IGN)
-path = sys.argv[1]
-server = socketserver.ThreadingUnixStreamServer(path, Handler)
-server.daemon_threads = True
-server.request_queue_size = 128   # nginx opens one connection per request
-server.serve_forever()
+Backend(sys.argv[1], Handler).serve_forever()
