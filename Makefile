@@ -21,7 +21,7 @@ SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test test-deps asan tsan memcheck lint fuzz bench bench-quick clean \
-        lesson lesson-stages
+        gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
 
@@ -83,6 +83,16 @@ fuzz: fuzz/fuzz_parser
 	mkdir -p fuzz/.corpus
 	./fuzz/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
 	    fuzz/.corpus fuzz/corpus
+
+# gracecheck (gracecheck/README.md): every shutdown check against ./server,
+# which must pass them all; then the same checks against nginx, Python's
+# ThreadingHTTPServer and Go's net/http where installed.
+gracecheck: server
+	$(PYTHON) gracecheck/gracecheck.py --slow '/sleep?ms={ms}' --grace 2 \
+	    -- ./server --port '{port}' --data-dir '{dir}' --grace 2
+
+gracecheck-peers:
+	sh gracecheck/peers.sh $(PYTHON)
 
 # The lesson: lesson/steps/*.patch applied in turn to lesson/naive.c, each
 # stage built (and built again with the race window), gracecheck run on
