@@ -294,7 +294,8 @@ def wait_until(cond, timeout, interval=0.005):
 
 
 def ms(seconds):
-    return f"{seconds * 1000:.0f} ms"
+    milli = seconds * 1000
+    return f"{milli:.1f} ms" if abs(milli) < 10 else f"{milli:.0f} ms"
 
 
 # --------------------------------------------------------------------------
