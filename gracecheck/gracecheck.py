@@ -88,6 +88,7 @@ class Server:
         self.status = None           # returncode: >= 0 exit status, < 0 -signal
         self.leftovers = 0           # group members still alive at exit
         self.signal_at = None
+        self._reaping = threading.Lock()   # no signal may race the reaping
         self._exited = threading.Event()
         self._ready_line = threading.Event()
 
@@ -131,17 +132,19 @@ class Server:
             except ChildProcessError:
                 break
         self.exit_at = time.monotonic()
-        self.leftovers = len(group_members(self.proc.pid))
-        kill_group(self.proc.pid)
-        self.status = self.proc.wait()
+        with self._reaping:
+            self.leftovers = len(group_members(self.proc.pid))
+            kill_group(self.proc.pid)
+            self.status = self.proc.wait()
+            self._exited.set()
         LIVE_SERVERS.discard(self)
-        self._exited.set()
 
     def _wait_ready(self):
         deadline = time.monotonic() + READY_BOUND
         while time.monotonic() < deadline:
             if self._exited.is_set():
-                raise NotReady(f"exited before it was ready ({describe_status(self.status)})"
+                raise NotReady(f"exited before it was ready ({describe_status(self.status)};"
+                               " a server that daemonizes must run in the foreground)"
                                + self.stderr_tail(" stderr: "))
             if self.cfg.ready_line:
                 if self._ready_line.wait(0.01):
@@ -156,19 +159,19 @@ class Server:
     # ---- signals and exit
 
     def signal(self, sig=None):
-        """The stop signal, to the leader only, as `kill PID` would send it."""
+        """The stop signal, to the leader only, as `kill PID` would send it.
+        Once the leader is reaped its PID may belong to someone else: no
+        signal is sent then."""
         if self.signal_at is None:
             self.signal_at = time.monotonic()
-        try:
-            os.kill(self.proc.pid, sig or self.cfg.signal)
-        except ProcessLookupError:
-            pass   # already a reaped zombie: the exit watcher has the story
+        with self._reaping:
+            if not self._exited.is_set():
+                os.kill(self.proc.pid, sig or self.cfg.signal)
 
     def signal_group(self, sig):
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        with self._reaping:
+            if not self._exited.is_set():
+                kill_group(self.proc.pid, sig)
 
     def alive(self):
         return not self._exited.is_set()
@@ -185,8 +188,8 @@ class Server:
 
     def kill(self):
         """SIGKILL the whole group and wait until it is reaped."""
-        if self.proc is not None and not self._exited.is_set():
-            kill_group(self.proc.pid)
+        if self.proc is not None:
+            self.signal_group(signal.SIGKILL)
             self._exited.wait(HANG_BOUND)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -202,9 +205,9 @@ class Server:
         return False
 
 
-def kill_group(pgid):
+def kill_group(pgid, sig=signal.SIGKILL):
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass   # nothing left in the group (EPERM: only zombies remain)
 
@@ -291,7 +294,8 @@ def wait_until(cond, timeout, interval=0.005):
 
 
 def ms(seconds):
-    return f"{seconds * 1000:.0f} ms"
+    milli = seconds * 1000
+    return f"{milli:.1f} ms" if abs(milli) < 10 else f"{milli:.0f} ms"
 
 
 # --------------------------------------------------------------------------

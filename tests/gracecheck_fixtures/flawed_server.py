@@ -32,6 +32,8 @@ FLAWS = {
     "exit-at-once": "the first signal exits 0 at once, cutting requests in flight",
     "no-close-header": "responses written during the drain do not say Connection: close",
     "reset-idle": "idle connections are closed with a RST at drain",
+    "close-unread": "at drain, a connection waiting for its next request is closed at once, "
+                    "even when that request has arrived (close() with unread input sends a RST)",
     "idle-holds": "idle keep-alive connections are not closed at drain: they hold the exit",
     "drop-partial": "a connection with half a request head counts as idle and is closed",
     "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
@@ -157,6 +159,8 @@ class Fixture:
             while True:
                 while b"\r\n\r\n" not in buf:
                     idle = not buf or "drop-partial" in self.flaws
+                    if idle and self.draining and "close-unread" in self.flaws:
+                        return self.close_unread(conn)
                     if idle and self.draining and "idle-holds" not in self.flaws \
                             and not self.has_input(conn):
                         return self.close(conn, reset="reset-idle" in self.flaws)
@@ -166,6 +170,8 @@ class Fixture:
                     ready, _, _ = select.select(watch, [], [])
                     if self.force_r in ready:
                         return self.cut_conn(conn)
+                    if self.drain_r in ready and "close-unread" in self.flaws:
+                        return self.close_unread(conn)
                     if conn in ready:
                         data = conn.recv(65536)
                         if not data:
@@ -236,6 +242,13 @@ class Fixture:
                 pass
         if "leak-fd" not in self.flaws:
             conn.close()
+
+    def close_unread(self, conn):
+        """The flaw close-unread: close without a look at what has arrived.
+        The pause stands for the drain's other work; a busy client's next
+        request arrives in it, so the close() meets unread input."""
+        time.sleep(0.05)
+        conn.close()
 
     def cut_conn(self, conn):
         with self.lock:
