@@ -351,6 +351,8 @@ int main(int argc, char **argv)
      * the kernel can deliver the signals only to main, inside ppoll().
      * pthread_sigmask cannot fail with a valid `how`. */
     pthread_sigmask(SIG_BLOCK, &stopset, &waitmask);
+    sigdelset(&waitmask, SIGINT);       /* even if our parent blocked them */
+    sigdelset(&waitmask, SIGTERM);
     fprintf(stderr, "listening on 127.0.0.1:%ld\n", port);
     while (atomic_load(&signals_received) == 0) {  /* 3. until the handler counts one */
         struct pollfd p[2] = {
