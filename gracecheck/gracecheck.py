@@ -690,7 +690,8 @@ def check_idle_keepalive(cfg):
 
 
 def read_ends(clients, timeout):
-    """Wait (all at once) for each idle client's connection to end."""
+    """Wait (all at once) for each idle client's connection to end.  Each
+    closes its side once it has read the end, as a real client would."""
     ends = ["timeout"] * len(clients)
     sel = selectors.DefaultSelector()
     for i, c in enumerate(clients):
@@ -712,10 +713,9 @@ def read_ends(clients, timeout):
             except BlockingIOError:
                 continue
             sel.unregister(key.fileobj)
+            key.fileobj.close()
             pending -= 1
     sel.close()
-    for c in clients:
-        c.sock.setblocking(True)
     return ends
 
 

@@ -163,7 +163,8 @@ class Fixture:
                         return self.close_unread(conn)
                     if idle and self.draining and "idle-holds" not in self.flaws \
                             and not self.has_input(conn):
-                        return self.close(conn, reset="reset-idle" in self.flaws)
+                        return self.close(conn, reset="reset-idle" in self.flaws,
+                                          idle_at_drain=True)
                     watch = [conn, self.force_r]
                     if idle and "idle-holds" not in self.flaws:
                         watch.append(self.drain_r)
@@ -226,12 +227,16 @@ class Fixture:
             return False
         return True
 
-    def close(self, conn, reset=False):
-        """Close without destroying what the client has not read: a staged
-        close when input is pending (RFC 9112 section 9.6)."""
+    def close(self, conn, reset=False, idle_at_drain=False):
+        """Close without destroying what the client has not read, nor a
+        request it is sending: a staged close (RFC 9112 section 9.6) when
+        input is pending, and always for an idle connection closed by the
+        drain, whose client may be sending its next request right now: a
+        close() that meets that request sends a RST, the FIN of shutdown()
+        lets the client read a clean end."""
         if reset:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-        elif self.has_input(conn):
+        elif idle_at_drain or self.has_input(conn):
             conn.shutdown(socket.SHUT_WR)
             end = time.monotonic() + LINGER
             conn.settimeout(LINGER)
