@@ -89,10 +89,10 @@ class Fixture:
             self.accept_until_signal()
         if "exit-at-once" in self.flaws:
             os._exit(0)
-        if "skip-backlog" not in self.flaws:
-            self.take_in_backlog()
-        if "keep-listening" not in self.flaws:
+        if "skip-backlog" in self.flaws:
             self.listener.close()
+        elif "keep-listening" not in self.flaws:
+            self.take_in_backlog_and_close()
         self.draining = True
         os.close(self.drain_w)
         self.wait_for_connections()
@@ -122,13 +122,24 @@ class Fixture:
                 conn, _ = self.listener.accept()
                 self.spawn(conn)
 
-    def take_in_backlog(self):
+    def take_in_backlog_and_close(self):
+        """Accept what is queued, then close the listener.  A client whose
+        handshake completes between the last accept and the close is reset:
+        the window is kept as short as Python allows, with no thread started
+        inside it and the GIL handed back at once (a thread holding it
+        would otherwise widen the window to the 5 ms switch interval)."""
+        taken = []
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
         self.listener.setblocking(False)
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except BlockingIOError:
-                return
+        try:
+            while True:
+                taken.append(self.listener.accept()[0])
+        except BlockingIOError:
+            self.listener.close()
+        finally:
+            sys.setswitchinterval(interval)
+        for conn in taken:
             conn.setblocking(True)
             self.spawn(conn)
 
