@@ -234,6 +234,16 @@ def test_usage_errors_exit_2_with_one_line(args, message):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_ready_line_waits_for_the_servers_own_word(tmp_path):
+    """With --ready-line, readiness is the server's log line, not the port:
+    ./server prints it once it listens."""
+    require_binary()
+    proc, results = gracecheck(
+        tmp_path, ["--ready-line", "listening on", "--only", "idle-exit", "--repeat", "1"],
+        [SERVER_BIN, "--port", "{port}", "--data-dir", "{dir}"])
+    assert results["idle-exit"]["result"] == "PASS", proc.stdout + proc.stderr
+
+
 def test_a_command_that_never_gets_ready_exits_2(tmp_path):
     proc, _ = gracecheck(tmp_path, [], ["sh", "-c", "echo no such server >&2; exit 3", "{port}"])
     assert proc.returncode == 2
