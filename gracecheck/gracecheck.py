@@ -17,7 +17,6 @@ only.  Read gracecheck/README.md for the options and what each check means.
 """
 
 import argparse
-import errno
 import json
 import os
 import re
@@ -65,419 +64,8 @@ class NotReady(Exception):
 
 
 # --------------------------------------------------------------------------
-# The server under test: one process group, watched from start to reaping.
-
-LIVE_SERVERS = set()   # reached by the tool's own signal handlers: killed on exit
-
-
-class Server:
-    """One run of the command, in its own session and process group.
-
-    The leader is reaped only after its whole group has been killed: while it
-    is an unreaped zombie its PID (and so its process group ID) cannot be
-    reused, so killpg() can never reach a stranger's process.
-    """
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.dir = tempfile.mkdtemp(prefix="gracecheck-")
-        self.port = None
-        self.proc = None
-        self.lines = []              # (stream, text) as the server printed them
-        self.exit_at = None          # time.monotonic() of the leader's exit
-        self.status = None           # returncode: >= 0 exit status, < 0 -signal
-        self.leftovers = 0           # group members still alive at exit
-        self.signal_at = None
-        self._reaping = threading.Lock()   # no signal may race the reaping
-        self._exited = threading.Event()
-        self._ready_line = threading.Event()
-
-    # ---- start and readiness
-
-    def start(self):
-        self.port = free_port()
-        argv = [a.replace("{port}", str(self.port)).replace("{dir}", self.dir)
-                for a in self.cfg.command]
-        try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True)
-        except OSError as e:
-            raise NotReady(f"cannot run {argv[0]}: {e.strerror}") from None
-        LIVE_SERVERS.add(self)
-        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
-            threading.Thread(target=self._collect, args=(stream, name), daemon=True).start()
-        threading.Thread(target=self._watch_exit, daemon=True).start()
-        self._wait_ready()
-        return self
-
-    def _collect(self, stream, name):
-        for raw in iter(stream.readline, b""):
-            text = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append((name, text))
-            if (name == "stderr" and self.cfg.ready_line
-                    and re.search(self.cfg.ready_line, text)):
-                self._ready_line.set()
-        stream.close()
-
-    def _watch_exit(self):
-        # WNOWAIT: learn the exit time now, but leave the zombie in place
-        # until the group is killed (see the class docstring).
-        while True:
-            try:
-                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-        self.exit_at = time.monotonic()
-        with self._reaping:
-            self.leftovers = len(group_members(self.proc.pid))
-            kill_group(self.proc.pid)
-            self.status = self.proc.wait()
-            self._exited.set()
-        LIVE_SERVERS.discard(self)
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_BOUND
-        while time.monotonic() < deadline:
-            if self._exited.is_set():
-                raise NotReady(f"exited before it was ready ({describe_status(self.status)};"
-                               " a server that daemonizes must run in the foreground)"
-                               + self.stderr_tail(" stderr: "))
-            if self.cfg.ready_line:
-                if self._ready_line.wait(0.01):
-                    return
-            elif port_accepts(self.port):
-                return
-            else:
-                time.sleep(0.01)
-        self.kill()
-        raise NotReady(f"not ready within {READY_BOUND:g} s" + self.stderr_tail(" stderr: "))
-
-    # ---- signals and exit
-
-    def signal(self, sig=None):
-        """The stop signal, to the leader only, as `kill PID` would send it.
-        Once the leader is reaped its PID may belong to someone else: no
-        signal is sent then."""
-        if self.signal_at is None:
-            self.signal_at = time.monotonic()
-        with self._reaping:
-            if not self._exited.is_set():
-                os.kill(self.proc.pid, sig or self.cfg.signal)
-
-    def signal_group(self, sig):
-        with self._reaping:
-            if not self._exited.is_set():
-                kill_group(self.proc.pid, sig)
-
-    def alive(self):
-        return not self._exited.is_set()
-
-    def wait_exit(self, timeout):
-        """True if the leader exited within timeout seconds from now."""
-        return self._exited.wait(timeout)
-
-    def exit_after_signal(self):
-        """Seconds from the first signal to the exit (None if no exit)."""
-        if self.exit_at is None or self.signal_at is None:
-            return None
-        return self.exit_at - self.signal_at
-
-    def kill(self):
-        """SIGKILL the whole group and wait until it is reaped."""
-        if self.proc is not None:
-            self.signal_group(signal.SIGKILL)
-            self._exited.wait(HANG_BOUND)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def stderr_tail(self, prefix, n=3):
-        tail = [t for s, t in self.lines if s == "stderr"][-n:]
-        return prefix + " | ".join(tail) if tail else ""
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.kill()
-        return False
-
-
-def kill_group(pgid, sig=signal.SIGKILL):
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass   # nothing left in the group (EPERM: only zombies remain)
-
-
-def kill_live_servers():
-    for server in list(LIVE_SERVERS):
-        server.kill()
-
-
-def group_members(pgid):
-    """PIDs of the live (non-zombie) processes in process group pgid."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue   # exited while we looked
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def group_usage(pgid):
-    """(threads, descriptors) summed over the process group's members."""
-    threads = fds = 0
-    for pid in group_members(pgid):
-        try:
-            threads += len(os.listdir(f"/proc/{pid}/task"))
-            fds += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            continue
-    return threads, fds
-
-
-def group_stopped(pgid):
-    for pid in group_members(pgid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2] not in "Tt":
-            return False
-    return True
-
-
-def describe_status(status):
-    if status is None:
-        return "still running"
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"status {status}"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_accepts(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(cond, timeout, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def ms(seconds):
-    milli = seconds * 1000
-    return f"{milli:.1f} ms" if abs(milli) < 10 else f"{milli:.0f} ms"
-
-
-# --------------------------------------------------------------------------
-# A small HTTP/1.1 client that reports exactly what the wire did.
-
-Reply = namedtuple("Reply", "kind status headers body")
-# kind: "ok" a whole response; "eof" the connection closed before any byte
-# of it (a clean refusal); "truncated" part of a response, then the end;
-# "reset" a RST after the request was sent; "reset before sending" a RST
-# that made the send itself fail; "timeout" nothing for IO_BOUND.
-
-
-class Client:
-    """One TCP connection to the server, with a read buffer for pipelining."""
-
-    def __init__(self, port, timeout=IO_BOUND, connect=True):
-        self.port = port
-        self.buf = b""
-        self.sock = socket.socket()
-        self.sock.settimeout(timeout)
-        if connect:
-            self.sock.connect(("127.0.0.1", port))
-
-    def request(self, path, close=False):
-        return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                + ("Connection: close\r\n" if close else "")
-                + "\r\n").encode()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def get(self, path, close=False):
-        try:
-            self.send(self.request(path, close))
-        except ConnectionResetError:
-            return Reply("reset before sending", None, {}, b"")
-        except BrokenPipeError:
-            return Reply("eof", None, {}, b"")
-        return self.read_reply()
-
-    def _fill(self):
-        """Read more bytes; '' on EOF, or the error kind."""
-        try:
-            chunk = self.sock.recv(65536)
-        except ConnectionResetError:
-            return "reset"
-        except socket.timeout:
-            return "timeout"
-        if not chunk:
-            return "eof"
-        self.buf += chunk
-        return ""
-
-    def read_reply(self):
-        """The next whole response, or what cut it short."""
-        while b"\r\n\r\n" not in self.buf:
-            err = self._fill()
-            if err:
-                if err == "eof" and self.buf:
-                    err = "truncated"
-                if err == "reset" and self.buf:
-                    err = "truncated"
-                return Reply(err, None, {}, self.buf)
-        head, _, rest = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            status = int(lines[0].split()[1])
-        except (IndexError, ValueError):
-            return Reply("truncated", None, {}, self.buf)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        self.buf = rest
-        if "content-length" in headers:
-            need = int(headers["content-length"])
-            while len(self.buf) < need:
-                err = self._fill()
-                if err:
-                    return Reply("truncated", status, headers, self.buf)
-            body, self.buf = self.buf[:need], self.buf[need:]
-            return Reply("ok", status, headers, body)
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            return self._read_chunked(status, headers)
-        if status in (204, 304) or 100 <= status < 200:
-            return Reply("ok", status, headers, b"")
-        while True:                    # delimited by the close itself
-            err = self._fill()
-            if err == "eof":
-                body, self.buf = self.buf, b""
-                return Reply("ok", status, headers, body)
-            if err:
-                return Reply("truncated", status, headers, self.buf)
-
-    def _read_chunked(self, status, headers):
-        body = b""
-        while True:
-            while b"\r\n" not in self.buf:
-                if self._fill():
-                    return Reply("truncated", status, headers, body)
-            size_line, _, self.buf = self.buf.partition(b"\r\n")
-            try:
-                size = int(size_line.split(b";")[0], 16)
-            except ValueError:
-                return Reply("truncated", status, headers, body)
-            while len(self.buf) < size + 2:
-                if self._fill():
-                    return Reply("truncated", status, headers, body)
-            if size == 0:
-                # no trailers expected from the servers we test; skip CRLF
-                self.buf = self.buf[2:]
-                return Reply("ok", status, headers, body)
-            body += self.buf[:size]
-            self.buf = self.buf[size + 2:]
-
-    def read_end(self):
-        """How the connection ends once the responses are read: eof or reset."""
-        while True:
-            err = self._fill()
-            if err:
-                return err if not self.buf else f"{err} after {len(self.buf)} extra bytes"
-            if len(self.buf) > 1 << 20:
-                return "more data"
-
-    def reset(self):
-        """Close with a RST (SO_LINGER with a zero timeout)."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        self.sock.close()
-
-    def close(self):
-        self.sock.close()
-
-
-def open_client(port, timeout=IO_BOUND):
-    """A connected Client, or None if the connection was refused (or reset
-    before connect() returned: no request was sent on it)."""
-    try:
-        return Client(port, timeout)
-    except (ConnectionRefusedError, ConnectionResetError):
-        return None
-
-
-def start_slow(server, ms_, count=1, close=False):
-    """count connections, each with a slow request sent; the Clients."""
-    clients = []
-    for _ in range(count):
-        c = Client(server.port)
-        c.send(c.request(server.cfg.slow_path(ms_), close))
-        clients.append(c)
-    return clients
-
-
-def read_in_threads(clients, close=False):
-    """Read one reply on each client at once; the Replies and their times.
-    With close, each client closes its connection once it has its reply."""
-    replies = [None] * len(clients)
-    times = [None] * len(clients)
-
-    def read(i):
-        replies[i] = clients[i].read_reply()
-        times[i] = time.monotonic()
-        if close:
-            clients[i].close()
-
-    threads = [threading.Thread(target=read, args=(i,), daemon=True)
-               for i in range(len(clients))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return replies, times
-
-
-def summarize(kinds):
-    counts = {}
-    for k in kinds:
-        counts[k] = counts.get(k, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-
-
-# --------------------------------------------------------------------------
-# The checks.  Each starts its own server(s) and returns an Outcome.
+# The checks, first: each starts its own server(s) and returns an Outcome.
+# The machinery they use (Server, Client) follows them.
 
 def check_idle_exit(cfg):
     """Idle server ignores the stop signal (textbook hole 1).
@@ -488,7 +76,7 @@ def check_idle_exit(cfg):
     of system calls and library functions by signal handlers"; accept(2).
     Pass: every one of --repeat runs exits within 1 s of the signal, status 0.
     """
-    times, statuses = [], []
+    times = []
     for run in range(cfg.repeat):
         with Server(cfg) as server:
             time.sleep(SETTLE)   # idle means settled, not still starting up
@@ -500,7 +88,6 @@ def check_idle_exit(cfg):
                               "the idle server ignored the signal; killed"
                               + server.stderr_tail("; stderr: "))
             times.append(took)
-            statuses.append(server.status)
             if took > EXIT_BOUND or server.status != 0:
                 return failed(f"{ms(took)}, {describe_status(server.status)} (run {run + 1})",
                               f"exit must come within {EXIT_BOUND:g} s with status 0"
@@ -690,7 +277,8 @@ def check_idle_keepalive(cfg):
 
 
 def read_ends(clients, timeout):
-    """Wait (all at once) for each idle client's connection to end."""
+    """Wait (all at once) for each idle client's connection to end.  Each
+    closes its side once it has read the end, as a real client would."""
     ends = ["timeout"] * len(clients)
     sel = selectors.DefaultSelector()
     for i, c in enumerate(clients):
@@ -712,10 +300,9 @@ def read_ends(clients, timeout):
             except BlockingIOError:
                 continue
             sel.unregister(key.fileobj)
+            key.fileobj.close()
             pending -= 1
     sel.close()
-    for c in clients:
-        c.sock.setblocking(True)
     return ends
 
 
@@ -1126,6 +713,416 @@ CHECKS = [
     ("sigpipe", check_sigpipe),
     ("exit-status", check_exit_status),
 ]
+
+
+# --------------------------------------------------------------------------
+# The server under test: one process group, watched from start to reaping.
+
+LIVE_SERVERS = set()   # reached by the tool's own signal handlers: killed on exit
+
+
+class Server:
+    """One run of the command, in its own session and process group.
+
+    The leader is reaped only after its whole group has been killed: while it
+    is an unreaped zombie its PID (and so its process group ID) cannot be
+    reused, so killpg() can never reach a stranger's process.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.dir = tempfile.mkdtemp(prefix="gracecheck-")
+        self.port = None
+        self.proc = None
+        self.lines = []              # (stream, text) as the server printed them
+        self.exit_at = None          # time.monotonic() of the leader's exit
+        self.status = None           # returncode: >= 0 exit status, < 0 -signal
+        self.signal_at = None
+        self._reaping = threading.Lock()   # no signal may race the reaping
+        self._exited = threading.Event()
+        self._ready_line = threading.Event()
+
+    # ---- start and readiness
+
+    def start(self):
+        self.port = free_port()
+        argv = [a.replace("{port}", str(self.port)).replace("{dir}", self.dir)
+                for a in self.cfg.command]
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            raise NotReady(f"cannot run {argv[0]}: {e.strerror}") from None
+        LIVE_SERVERS.add(self)
+        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
+            threading.Thread(target=self._collect, args=(stream, name), daemon=True).start()
+        threading.Thread(target=self._watch_exit, daemon=True).start()
+        self._wait_ready()
+        return self
+
+    def _collect(self, stream, name):
+        for raw in iter(stream.readline, b""):
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append((name, text))
+            if (name == "stderr" and self.cfg.ready_line
+                    and re.search(self.cfg.ready_line, text)):
+                self._ready_line.set()
+        stream.close()
+
+    def _watch_exit(self):
+        # WNOWAIT: learn the exit time now, but leave the zombie in place
+        # until the group is killed (see the class docstring).
+        while True:
+            try:
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+        self.exit_at = time.monotonic()
+        with self._reaping:
+            kill_group(self.proc.pid)
+            self.status = self.proc.wait()
+            self._exited.set()
+        LIVE_SERVERS.discard(self)
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_BOUND
+        while time.monotonic() < deadline:
+            if self._exited.is_set():
+                raise NotReady(f"exited before it was ready ({describe_status(self.status)};"
+                               " a server that daemonizes must run in the foreground)"
+                               + self.stderr_tail(" stderr: "))
+            if self.cfg.ready_line:
+                if self._ready_line.wait(0.01):
+                    return
+            elif port_accepts(self.port):
+                return
+            else:
+                time.sleep(0.01)
+        self.kill()
+        raise NotReady(f"not ready within {READY_BOUND:g} s" + self.stderr_tail(" stderr: "))
+
+    # ---- signals and exit
+
+    def signal(self, sig=None):
+        """The stop signal, to the leader only, as `kill PID` would send it.
+        Once the leader is reaped its PID may belong to someone else: no
+        signal is sent then."""
+        if self.signal_at is None:
+            self.signal_at = time.monotonic()
+        with self._reaping:
+            if not self._exited.is_set():
+                os.kill(self.proc.pid, sig or self.cfg.signal)
+
+    def signal_group(self, sig):
+        with self._reaping:
+            if not self._exited.is_set():
+                kill_group(self.proc.pid, sig)
+
+    def alive(self):
+        return not self._exited.is_set()
+
+    def wait_exit(self, timeout):
+        """True if the leader exited within timeout seconds from now."""
+        return self._exited.wait(timeout)
+
+    def exit_after_signal(self):
+        """Seconds from the first signal to the exit (None if no exit)."""
+        if self.exit_at is None or self.signal_at is None:
+            return None
+        return self.exit_at - self.signal_at
+
+    def kill(self):
+        """SIGKILL the whole group and wait until it is reaped."""
+        if self.proc is not None:
+            self.signal_group(signal.SIGKILL)
+            self._exited.wait(HANG_BOUND)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stderr_tail(self, prefix, n=3):
+        tail = [t for s, t in self.lines if s == "stderr"][-n:]
+        return prefix + " | ".join(tail) if tail else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+
+def kill_group(pgid, sig=signal.SIGKILL):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass   # nothing left in the group (EPERM: only zombies remain)
+
+
+def kill_live_servers():
+    for server in list(LIVE_SERVERS):
+        server.kill()
+
+
+def group_members(pgid):
+    """PIDs of the live (non-zombie) processes in process group pgid."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue   # exited while we looked
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def group_usage(pgid):
+    """(threads, descriptors) summed over the process group's members."""
+    threads = fds = 0
+    for pid in group_members(pgid):
+        try:
+            threads += len(os.listdir(f"/proc/{pid}/task"))
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return threads, fds
+
+
+def group_stopped(pgid):
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] not in "Tt":
+            return False
+    return True
+
+
+def describe_status(status):
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"status {status}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(cond, timeout, interval=0.005):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def ms(seconds):
+    milli = seconds * 1000
+    return f"{milli:.1f} ms" if abs(milli) < 10 else f"{milli:.0f} ms"
+
+
+# --------------------------------------------------------------------------
+# A small HTTP/1.1 client that reports exactly what the wire did.
+
+Reply = namedtuple("Reply", "kind status headers body")
+# kind: "ok" a whole response; "eof" the connection closed before any byte
+# of it (a clean refusal); "truncated" part of a response, then the end;
+# "reset" a RST after the request was sent; "reset before sending" a RST
+# that made the send itself fail; "timeout" nothing for IO_BOUND.
+
+
+class Client:
+    """One TCP connection to the server, with a read buffer for pipelining."""
+
+    def __init__(self, port, timeout=IO_BOUND, connect=True):
+        self.port = port
+        self.buf = b""
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if connect:
+            self.sock.connect(("127.0.0.1", port))
+
+    def request(self, path, close=False):
+        return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                + ("Connection: close\r\n" if close else "")
+                + "\r\n").encode()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def get(self, path, close=False):
+        try:
+            self.send(self.request(path, close))
+        except ConnectionResetError:
+            return Reply("reset before sending", None, {}, b"")
+        except BrokenPipeError:
+            return Reply("eof", None, {}, b"")
+        return self.read_reply()
+
+    def _fill(self):
+        """Read more bytes; '' on EOF, or the error kind."""
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            return "reset"
+        except socket.timeout:
+            return "timeout"
+        if not chunk:
+            return "eof"
+        self.buf += chunk
+        return ""
+
+    def read_reply(self):
+        """The next whole response, or what cut it short."""
+        while b"\r\n\r\n" not in self.buf:
+            err = self._fill()
+            if err:
+                if err == "eof" and self.buf:
+                    err = "truncated"
+                if err == "reset" and self.buf:
+                    err = "truncated"
+                return Reply(err, None, {}, self.buf)
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            return Reply("truncated", None, {}, self.buf)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.buf = rest
+        if "content-length" in headers:
+            need = int(headers["content-length"])
+            while len(self.buf) < need:
+                err = self._fill()
+                if err:
+                    return Reply("truncated", status, headers, self.buf)
+            body, self.buf = self.buf[:need], self.buf[need:]
+            return Reply("ok", status, headers, body)
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            return self._read_chunked(status, headers)
+        if status in (204, 304) or 100 <= status < 200:
+            return Reply("ok", status, headers, b"")
+        while True:                    # delimited by the close itself
+            err = self._fill()
+            if err == "eof":
+                body, self.buf = self.buf, b""
+                return Reply("ok", status, headers, body)
+            if err:
+                return Reply("truncated", status, headers, self.buf)
+
+    def _read_chunked(self, status, headers):
+        body = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                if self._fill():
+                    return Reply("truncated", status, headers, body)
+            size_line, _, self.buf = self.buf.partition(b"\r\n")
+            try:
+                size = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                return Reply("truncated", status, headers, body)
+            while len(self.buf) < size + 2:
+                if self._fill():
+                    return Reply("truncated", status, headers, body)
+            if size == 0:
+                # no trailers expected from the servers we test; skip CRLF
+                self.buf = self.buf[2:]
+                return Reply("ok", status, headers, body)
+            body += self.buf[:size]
+            self.buf = self.buf[size + 2:]
+
+    def read_end(self):
+        """How the connection ends once the responses are read: eof or reset."""
+        while True:
+            err = self._fill()
+            if err:
+                return err if not self.buf else f"{err} after {len(self.buf)} extra bytes"
+            if len(self.buf) > 1 << 20:
+                return "more data"
+
+    def reset(self):
+        """Close with a RST (SO_LINGER with a zero timeout)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def open_client(port, timeout=IO_BOUND):
+    """A connected Client, or None if the connection was refused (or reset
+    before connect() returned: no request was sent on it)."""
+    try:
+        return Client(port, timeout)
+    except (ConnectionRefusedError, ConnectionResetError):
+        return None
+
+
+def start_slow(server, ms_, count=1, close=False):
+    """count connections, each with a slow request sent; the Clients."""
+    clients = []
+    for _ in range(count):
+        c = Client(server.port)
+        c.send(c.request(server.cfg.slow_path(ms_), close))
+        clients.append(c)
+    return clients
+
+
+def read_in_threads(clients, close=False):
+    """Read one reply on each client at once; the Replies and their times.
+    With close, each client closes its connection once it has its reply."""
+    replies = [None] * len(clients)
+    times = [None] * len(clients)
+
+    def read(i):
+        replies[i] = clients[i].read_reply()
+        times[i] = time.monotonic()
+        if close:
+            clients[i].close()
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True)
+               for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return replies, times
+
+
+def summarize(kinds):
+    counts = {}
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
 # --------------------------------------------------------------------------

@@ -32,8 +32,8 @@ FLAWS = {
     "exit-at-once": "the first signal exits 0 at once, cutting requests in flight",
     "no-close-header": "responses written during the drain do not say Connection: close",
     "reset-idle": "idle connections are closed with a RST at drain",
-    "close-unread": "at drain, a connection waiting for its next request is closed at once, "
-                    "even when that request has arrived (close() with unread input sends a RST)",
+    "close-unread": "at drain, a connection's next request, arrived but unread, is dropped "
+                    "by a bare close() (which sends a RST)",
     "idle-holds": "idle keep-alive connections are not closed at drain: they hold the exit",
     "drop-partial": "a connection with half a request head counts as idle and is closed",
     "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
@@ -89,10 +89,10 @@ class Fixture:
             self.accept_until_signal()
         if "exit-at-once" in self.flaws:
             os._exit(0)
-        if "skip-backlog" not in self.flaws:
-            self.take_in_backlog()
-        if "keep-listening" not in self.flaws:
+        if "skip-backlog" in self.flaws:
             self.listener.close()
+        elif "keep-listening" not in self.flaws:
+            self.take_in_backlog_and_close()
         self.draining = True
         os.close(self.drain_w)
         self.wait_for_connections()
@@ -122,13 +122,24 @@ class Fixture:
                 conn, _ = self.listener.accept()
                 self.spawn(conn)
 
-    def take_in_backlog(self):
+    def take_in_backlog_and_close(self):
+        """Accept what is queued, then close the listener.  A client whose
+        handshake completes between the last accept and the close is reset:
+        the window is kept as short as Python allows, with no thread started
+        inside it and the GIL handed back at once (a thread holding it
+        would otherwise widen the window to the 5 ms switch interval)."""
+        taken = []
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
         self.listener.setblocking(False)
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except BlockingIOError:
-                return
+        try:
+            while True:
+                taken.append(self.listener.accept()[0])
+        except BlockingIOError:
+            self.listener.close()
+        finally:
+            sys.setswitchinterval(interval)
+        for conn in taken:
             conn.setblocking(True)
             self.spawn(conn)
 
@@ -163,7 +174,8 @@ class Fixture:
                         return self.close_unread(conn)
                     if idle and self.draining and "idle-holds" not in self.flaws \
                             and not self.has_input(conn):
-                        return self.close(conn, reset="reset-idle" in self.flaws)
+                        return self.close(conn, reset="reset-idle" in self.flaws,
+                                          idle_at_drain=True)
                     watch = [conn, self.force_r]
                     if idle and "idle-holds" not in self.flaws:
                         watch.append(self.drain_r)
@@ -226,12 +238,16 @@ class Fixture:
             return False
         return True
 
-    def close(self, conn, reset=False):
-        """Close without destroying what the client has not read: a staged
-        close when input is pending (RFC 9112 section 9.6)."""
+    def close(self, conn, reset=False, idle_at_drain=False):
+        """Close without destroying what the client has not read, nor a
+        request it is sending: a staged close (RFC 9112 section 9.6) when
+        input is pending, and always for an idle connection closed by the
+        drain, whose client may be sending its next request right now: a
+        close() that meets that request sends a RST, the FIN of shutdown()
+        lets the client read a clean end."""
         if reset:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-        elif self.has_input(conn):
+        elif idle_at_drain or self.has_input(conn):
             conn.shutdown(socket.SHUT_WR)
             end = time.monotonic() + LINGER
             conn.settimeout(LINGER)
@@ -244,10 +260,10 @@ class Fixture:
             conn.close()
 
     def close_unread(self, conn):
-        """The flaw close-unread: close without a look at what has arrived.
-        The pause stands for the drain's other work; a busy client's next
-        request arrives in it, so the close() meets unread input."""
-        time.sleep(0.05)
+        """The flaw close-unread: a request that arrives at drain is dropped
+        with a bare close(), which, with that request unread, sends a RST.
+        (To fail every time, the flaw waits up to 1 s for that request.)"""
+        select.select([conn], [], [], 1.0)
         conn.close()
 
     def cut_conn(self, conn):
