@@ -1328,9 +1328,9 @@ int main(int argc, char **argv)
     }
 
     /* Step 4, second half: refuse new clients now rather than leave them
-     * in the backlog.
-     * After a hand-over the new server holds the socket too, so for
-     * clients nothing closes: the queue just has one reader fewer. */
+     * in the backlog.  After a hand-over the new server holds the socket
+     * too, so for clients nothing closes: the queue just has one reader
+     * fewer. */
     (void)close(listen_fd);
     log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
              reason, live_count(&srv), opt.grace_s);
