@@ -1008,6 +1008,37 @@ static void notify_systemd_ready(void)
 enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 
 /*
+ * Tests only.  `make test` also builds server-race with
+ * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
+ * N ms at two places where a race is microseconds wide: in the accept loop
+ * between the check of the flag and the wait (where a textbook loop loses
+ * a signal, hole 2), and after a second signal before counting what is
+ * left to cut.  A test can then put its signal, or the end of its last
+ * connection, exactly inside the window.  In every other build this is
+ * nothing.
+ */
+#ifdef GRACEFUL_RACE_WINDOW_MS
+static void race_window(void)
+{
+    unsigned before = atomic_load(&signals_received);
+    struct timespec left = { GRACEFUL_RACE_WINDOW_MS / 1000,
+                             (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
+    sigset_t pending;
+
+    fprintf(stderr, "race window open\n");
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;   /* a handler ran here (signals unblocked): the window stays open */
+    bool came = atomic_load(&signals_received) != before ||
+                (sigpending(&pending) == 0 &&
+                 (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1));
+    fprintf(stderr, "race window closed%s\n", came ? ": a signal came in it" : "");
+}
+#define RACE_WINDOW() race_window()
+#else
+#define RACE_WINDOW() ((void)0)
+#endif
+
+/*
  * ppoll() runs a pending signal's handler only when it actually waits: if a
  * descriptor is already ready when it is called, it returns at once and the
  * signal stays pending.  Under a steady stream of connections that could
@@ -1069,6 +1100,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
                 wait_s = left > 0 ? left : 0;
         }
         struct timespec timeout = timespec_from_s(wait_s);
+        RACE_WINDOW();
         int n = ppoll(fds, 3, wait_s >= 0 ? &timeout : NULL, wait_mask);
         if (n < 0) {
             if (errno == EINTR)
@@ -1111,6 +1143,7 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
 {
     double deadline = now_s() + grace_s;
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
+    unsigned seen = atomic_load(&signals_received);
 
     for (;;) {
         /* Count before reaping: a thread no longer counted has already put
@@ -1127,8 +1160,14 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
             perror("server: ppoll");
             return DRAIN_DEADLINE;
         }
-        if (atomic_load(&signals_received) >= cut_at)
+        unsigned got = atomic_load(&signals_received);
+        if (got >= cut_at)
             return DRAIN_SECOND_SIGNAL;
+        /* Below cut_at yet new: only the first signal after a hand-over. */
+        if (got != seen)
+            fprintf(stderr, "%s after hand-over: already draining\n",
+                    signal_name(atomic_load(&last_signal)));
+        seen = got;
     }
 }
 
@@ -1345,6 +1384,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "grace period over; cutting %zu connection(s)\n", cut);
         break;
     case DRAIN_SECOND_SIGNAL:
+        RACE_WINDOW();
         cut = live_count(&srv);
         fprintf(stderr, "second %s; cutting %zu connection(s)\n",
                 signal_name(atomic_load(&last_signal)), cut);
