@@ -181,6 +181,24 @@ class Server:
                         f"stderr so far:\n{chr(10).join(self._lines)}")
                 self._cond.wait(min(remaining, 0.05))
 
+    def wait_line_index(self, pattern, start=0, timeout=5.0):
+        """Wait for a stderr line at index >= start that fully matches
+        pattern; return its index."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self._lines)):
+                    if rx.fullmatch(self._lines[i]):
+                        return i
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None
+                                      and not self._err_thread.is_alive()):
+                    raise AssertionError(
+                        f"no stderr line matching {pattern!r} after line {start} "
+                        f"within {timeout}s; stderr so far:\n{chr(10).join(self._lines)}")
+                self._cond.wait(min(remaining, 0.05))
+
     def matching(self, pattern):
         rx = re.compile(pattern)
         return [m for m in (rx.fullmatch(l) for l in self.lines) if m]

@@ -16,8 +16,7 @@ import socket
 
 import pytest
 
-from conftest import (HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, wait_until,
-                      warm_conn)
+from conftest import HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, wait_until, warm_conn
 
 OPEN = "race window open"
 CLOSED_RE = r"race window closed(: a signal came in it)?"
@@ -25,20 +24,7 @@ ROUNDS = 3
 
 
 def line_index(srv, pattern, start, timeout):
-    """Index of the first stderr line at or after start that fully matches
-    pattern; fails the test after timeout seconds."""
-    rx = re.compile(pattern)
-
-    def find():
-        lines = srv.lines
-        for i in range(start, len(lines)):
-            if rx.fullmatch(lines[i]):
-                return i + 1        # truthy even for line 0
-        return None
-
-    found = wait_until(find, timeout)
-    assert found, f"no line {pattern!r} after line {start}:\n{srv.log_text()}"
-    return found - 1
+    return srv.wait_line_index(pattern, start, timeout)
 
 
 def signal_inside_window(srv, sig, start):

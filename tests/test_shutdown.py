@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import (EXIT1_RE, GRACE_OVER_RE, SECOND_SIGNAL_RE,
-                      SHUTDOWN_RE, build_request, connect_refused, wait_until,
-                      warm_conn)
+                      SERVER_RACE_BIN, SHUTDOWN_RE, bound, build_request,
+                      connect_refused, proc_status, wait_until, warm_conn)
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
            pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -239,16 +239,49 @@ def test_second_signal_cuts_at_once(start_server, sig):
 
 
 def test_second_signal_with_nothing_left_exits_0(start_server):
-    """Status 0 whenever every connection finished: a drain that is over exits 0."""
-    srv = start_server("--grace", "30")
-    c = warm_conn(srv)
-    c.send_request("GET", "/sleep?ms=300")
+    """A second signal that finds nothing left to cut: exit 0, not 1.
+
+    The last connection ends just as the second SIGINT arrives.  The race
+    build (server-race) holds the main thread after it has taken the second
+    signal and before it counts what is left: the test finishes the last
+    download inside that window.  The status says what happened to the
+    connections (all finished), not how many times Ctrl+C was pressed."""
+    srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
+    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = srv.connect(rcvbuf=4096, timeout=bound(10))
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()                       # the thread is now stuck writing
+    assert head.status == 200
     srv.signal(signal.SIGINT)
-    r = c.read_response()
-    assert r.status == 200
-    assert srv.wait_exit(5) == 0
+    srv.wait_line(SHUTDOWN_RE, bound(5))
+    start = len(srv.lines)
+    srv.signal(signal.SIGINT)                  # the second: it will cut...
+    srv.wait_line_index(r"race window open", start, bound(5))
+    # ...whatever is left once the window closes: by then, nothing.
+    assert c._read_exact(int(head.header("content-length"))) == blob
+    assert c.expect_eof(bound(2)) == "eof"
+    assert srv.wait_exit(bound(5)) == 0, srv.log_text()
+    assert srv.matching(r"second SIGINT; cutting 0 connection\(s\)"), srv.lines
     assert not srv.matching(EXIT1_RE)
     assert srv.lines[-1] == "exit 0: every connection finished"
+
+
+def test_one_byte_of_the_next_request_makes_a_connection_busy(server):
+    """Idle means not one byte of a next request: a keep-alive connection
+    holding the first byte of its next request at SIGINT is served, whole,
+    with Connection: close (RFC 9112 9.3.1 lets a client retry only what
+    the server closed on without reading)."""
+    c = warm_conn(server)
+    c.send(b"G")
+    server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
+    c.send(b"ET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = c.read_response()
+    assert r.status == 200
+    assert "close" in r.connection_tokens()
+    assert c.expect_eof(bound(2)) == "eof"
+    assert server.wait_exit(5) == 0
 
 
 def test_log_lines_in_order_for_graceful_drain(server):
