@@ -9,7 +9,7 @@ import pytest
 
 from conftest import (EXIT1_RE, GRACE_OVER_RE, SECOND_SIGNAL_RE,
                       SERVER_RACE_BIN, SHUTDOWN_RE, bound, build_request,
-                      connect_refused, proc_status, wait_until, warm_conn)
+                      connect_refused, wait_until, warm_conn)
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
            pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -32,7 +32,7 @@ def test_idle_server_exits_0_promptly(start_server, sig):
     rc = srv.wait_exit(5)
     elapsed = time.monotonic() - t0
     assert rc == 0
-    assert elapsed < 1.0, elapsed
+    assert elapsed < bound(1.0), elapsed
     m = srv.wait_line(SHUTDOWN_RE, 0)
     assert m.group(1) == signame(sig)
     assert m.group(2) == "0"
@@ -49,7 +49,7 @@ def test_sigint_right_after_listening_line_20_times(start_server, tmp_path):
         rc = srv.wait_exit(5)
         elapsed = time.monotonic() - t0
         assert rc == 0, f"round {i}: status {rc}\n{srv.log_text()}"
-        assert elapsed < 1.0, f"round {i}: took {elapsed:.2f}s"
+        assert elapsed < bound(1.0), f"round {i}: took {elapsed:.2f}s"
         assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
 
 
@@ -62,7 +62,7 @@ def test_listener_closed_at_once_while_request_in_flight(server):
     sent = time.monotonic()
     server.signal(signal.SIGINT)
     server.wait_line(SHUTDOWN_RE)
-    assert wait_until(lambda: connect_refused(server.port), 1.0), \
+    assert wait_until(lambda: connect_refused(server.port), bound(1.0)), \
         "new connections still accepted after SIGINT"
     refused_at = time.monotonic()
     assert refused_at - sent < 1.5, "refusal only seen after the request finished"
@@ -154,8 +154,8 @@ def test_idle_keepalive_connection_closed_promptly(server):
     c = warm_conn(server)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert c.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert c.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     assert server.wait_exit(2) == 0
     assert server.lines[-1] == "exit 0: every connection finished"
 
@@ -166,8 +166,8 @@ def test_silent_connection_closed_promptly(server):
     server.wait_threads(2)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert c.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert c.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     assert server.wait_exit(2) == 0
     assert server.lines[-1] == "exit 0: every connection finished"
 
@@ -178,7 +178,7 @@ def test_many_idle_connections_closed_promptly(server):
     server.wait_threads(11)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    results = [c.expect_eof(max(0.05, 1.0 - (time.monotonic() - t0))) for c in conns]
+    results = [c.expect_eof(max(0.05, bound(1.0) - (time.monotonic() - t0))) for c in conns]
     assert results == ["eof"] * 10
     assert server.wait_exit(2) == 0
 
@@ -190,8 +190,8 @@ def test_idle_conn_closed_while_another_drains(server):
     busy.send_request("GET", "/sleep?ms=1000")
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert idle.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert idle.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     r = busy.read_response()
     assert r.status == 200 and "close" in r.connection_tokens()
     assert server.wait_exit(5) == 0
@@ -209,7 +209,7 @@ def test_grace_deadline_cuts_and_exits_1(start_server):
     rc = srv.wait_exit(6)
     elapsed = time.monotonic() - t0
     assert rc == 1
-    assert 0.9 <= elapsed < 4.0, elapsed
+    assert 0.9 <= elapsed < bound(4.0), elapsed
     assert srv.wait_line(GRACE_OVER_RE, 0).group(1) == "1"
     assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
     # the cut client gets no (partial) response, just the end of the stream
@@ -230,7 +230,7 @@ def test_second_signal_cuts_at_once(start_server, sig):
     rc = srv.wait_exit(5)
     elapsed = time.monotonic() - t1
     assert rc == 1
-    assert elapsed < 1.0, elapsed
+    assert elapsed < bound(1.0), elapsed
     m = srv.wait_line(SECOND_SIGNAL_RE, 0)
     assert m.group(1) == signame(sig) and m.group(2) == "1"
     assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
@@ -301,11 +301,25 @@ def test_log_lines_in_order_for_graceful_drain(server):
 
 # ---------------------------------------------------------------- hygiene
 
+def guard_pages(pid):
+    """Inaccessible one-page mappings: each thread stack has one below it."""
+    n = 0
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            n += perms == "---p" and hi - lo == 4096
+    return n
+
+
 def test_threads_and_fds_do_not_pile_up(server):
-    """300 sequential connections: Threads back to 1, fd count flat."""
+    """300 sequential connections: Threads back to 1, fd count and thread
+    stacks flat (a finished thread that nobody joins keeps its stack, and
+    the stack its guard page: count those)."""
     assert server.request("GET", "/").status == 200
     server.wait_threads(1)
     base_fds = server.fd_count()
+    base_guards = guard_pages(server.pid)
     for i in range(300):
         with server.connect() as c:
             if i % 2:
@@ -316,6 +330,8 @@ def test_threads_and_fds_do_not_pile_up(server):
     server.wait_threads(1, timeout=10)
     assert wait_until(lambda: server.fd_count() == base_fds, 5), \
         f"fds {server.fd_count()} vs baseline {base_fds}"
+    grown = guard_pages(server.pid) - base_guards
+    assert grown < 100, f"{grown} more thread stacks after 300 connections"
     server.signal(signal.SIGINT)
     assert server.wait_exit(5) == 0
 

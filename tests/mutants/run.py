@@ -66,11 +66,11 @@ def tree_files():
     return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
 
 
-def copy_tree(files, dest):
+def copy_tree(files, dest, src=REPO):
     for f in files:
         target = dest / f
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, target)
+        shutil.copy2(src / f, target)
 
 
 def clean_env():
@@ -129,7 +129,7 @@ def run_mutant(m, files, workdir, keep):
     tree = Path(tempfile.mkdtemp(prefix=m.name + ".", dir=workdir))
     t0 = time.monotonic()
     try:
-        copy_tree(files, tree)
+        copy_tree(files, tree, workdir / "snapshot")
         ok, err = apply_patch(tree, m.path)
         if not ok:
             m.status = "DOES NOT APPLY"
@@ -173,7 +173,7 @@ def baseline(mutants, files, workdir):
     """Every test named by a mutant must pass on the unmodified tree."""
     tests = sorted({t for m in mutants for t in m.kills})
     tree = workdir / "baseline"
-    copy_tree(files, tree)
+    copy_tree(files, tree, workdir / "snapshot")
     ok, out = build(tree)
     if not ok:
         return False, f"the unmodified tree does not build:\n{out}"
@@ -185,7 +185,7 @@ def baseline(mutants, files, workdir):
             bad.append(f"{test}: {', '.join(got) or 'not run'}")
     if bad:
         return False, ("these tests do not pass on the unmodified tree, so failing "
-                       f"on a mutant would prove nothing:\n  " + "\n  ".join(bad)
+                       "on a mutant would prove nothing:\n  " + "\n  ".join(bad)
                        + f"\n{output[-5000:]}")
     return True, f"{len(tests)} tests pass on the unmodified tree ({seconds:.1f} s)"
 
@@ -231,6 +231,8 @@ def main():
         print(f"trees kept in {workdir}")
     t0 = time.monotonic()
     try:
+        # One snapshot of the tree as it is now: every mutant starts from it.
+        copy_tree(files, workdir / "snapshot")
         if not args.no_baseline:
             ok, msg = baseline(mutants, files, workdir)
             print(("baseline: " if ok else "BASELINE FAILED: ") + msg, flush=True)
