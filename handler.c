@@ -32,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +71,8 @@
  * stack pages a thread has touched stay resident for as long as it waits,
  * so one more page of frames costs every idle connection 4 KiB.  Here the
  * head and the first request bytes share the block's first page, which is
- * all of it an idle keep-alive connection touches.  Bench figure 6, memory per
- * idle keep-alive connection: 17.1 KiB with the head and snprintf's work
- * buffers on the stack (three stack pages), 13.4 KiB like this (two).
+ * all of it an idle keep-alive connection touches (bench figure 6 measures
+ * the memory per idle connection).
  */
 struct conn {
     int fd;
@@ -206,9 +206,9 @@ static bool text_end(struct text *t)
 /*
  * t (seconds since the epoch) as an HTTP date into out[HTTP_DATE_LEN + 1],
  * or "" when the clock is unusable (RFC 9110 6.6.1: then send no Date).
- * Not strftime: its day and month names follow the locale, and together
- * with snprintf it took ~3% of the server's user-space CPU time under
- * keep-alive load, formatting the same second over and over.
+ * Not strftime: its day and month names follow the locale, and it would
+ * drag snprintf's kilobyte of stack buffers into every thread (see struct
+ * text).
  */
 static void format_http_date(time_t t, char *out)
 {
@@ -849,9 +849,8 @@ static enum head_result read_head(struct conn *c, bool first,
     bool parse = c->len > 0;    /* pipelined bytes from the last request */
     /*
      * After a response the client must read it before it sends its next
-     * request, so a recv() at once almost always fails with EAGAIN (under
-     * wrk -c64, every one did: a wasted syscall per request).  So wait
-     * first; a request that is already there (pipelined) ends the wait at
+     * request, so a recv() at once almost always fails with EAGAIN: a
+     * wasted syscall per request.  So wait first; a request that is already there (pipelined) ends the wait at
      * once.  A new connection's request usually is there: read first.
      */
     bool wait_first = !first && c->len == 0;
@@ -927,14 +926,34 @@ struct exchange {
 };
 
 /*
- * Decided when the response is written, not when the request arrived: a
- * /sleep or an upload that began before Ctrl+C answers during the drain, and
- * its Connection: close tells the client not to send a request we would not
- * serve.
+ * Has any byte of a next request arrived?  Pipelined bytes may already be in
+ * c->buf, or still in the socket's receive queue: MSG_PEEK looks without
+ * taking them.
+ */
+static bool next_request_started(struct conn *c)
+{
+    char byte;
+
+    return c->len > 0 || recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/*
+ * The drain's rule for a connection, decided when a response is written,
+ * not when its request arrived: a /sleep or an upload that began before
+ * Ctrl+C answers during the drain.  If the client has already sent (even
+ * part of) its next request, that request was on its way before we could
+ * say "close", so the connection stays for it, as an idle-at-drain
+ * connection with a byte of its next request does (read_head).  Only the
+ * response that leaves nothing pending says Connection: close, which tells
+ * the client not to send a request we would not serve.  Dropping a request
+ * that has arrived would be worse than slow: the client cannot tell whether
+ * it ran, so it cannot safely retry a PUT.  The grace deadline still bounds
+ * a client that keeps pipelining.
  */
 static void stop_keep_alive_if_draining(struct exchange *x)
 {
-    if (x->keep_alive && atomic_load(x->c->env->draining))
+    if (x->keep_alive && atomic_load(x->c->env->draining) &&
+        !next_request_started(x->c))
         x->keep_alive = false;
 }
 
@@ -1023,6 +1042,48 @@ static int status_for_write_error(int err)
     return err == ENOSPC || err == EDQUOT ? 507 : 500;
 }
 
+/*
+ * strerror() for a connection thread: strerror() itself may format an
+ * unknown error into one static buffer shared by every thread.
+ */
+static const char *error_text(int err, char *buf, size_t cap)
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    return strerror_r(err, buf, cap);   /* the GNU variant returns the text */
+#else
+    return strerror_r(err, buf, cap) == 0 ? buf : "unknown error";
+#endif
+}
+
+static const char *method_name(const struct exchange *x)
+{
+    return x->req->method == HTTP_PUT ? "PUT" : x->head_only ? "HEAD" : "GET";
+}
+
+/*
+ * A file request failed on our side: answer 500, or 507 when the disk is
+ * full, and leave one line in the log saying which step failed and why
+ * (the client only learns the status).
+ */
+static enum next reply_failure(struct exchange *x, const char *name, const char *step,
+                               int err)
+{
+    int status = status_for_write_error(err);
+    char text[128];
+    log_line("conn: %s /files/%s: %d %s: %s: %s", method_name(x), name, status,
+             status_reason(status), step, error_text(err, text, sizeof text));
+    return reply_error(x, status, NULL);
+}
+
+/* A download that ended before its last byte: the client sees a body
+ * shorter than Content-Length, so the log says why. */
+static void log_download_cut(const struct exchange *x, const char *name, off_t sent,
+                             off_t size, const char *why)
+{
+    log_line("conn: %s /files/%s: cut after %lld of %lld bytes: %s", method_name(x), name,
+             (long long)sent, (long long)size, why);
+}
+
 static enum next get_file(struct exchange *x, const char *name)
 {
     struct conn *c = x->c;
@@ -1030,8 +1091,11 @@ static enum next get_file(struct exchange *x, const char *name)
      * otherwise block until a writer appears, beyond the reach of the
      * force pipe; this way it opens, and fstat below answers 404. */
     int fd = openat(c->env->data_dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return reply_error(x, errno == ENOENT || errno == ELOOP ? 404 : 500, NULL);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ELOOP)
+            return reply_error(x, 404, NULL);
+        return reply_failure(x, name, "open", errno);
+    }
 
     enum next next = NEXT_CLOSE;
     struct stat st;
@@ -1042,7 +1106,7 @@ static enum next get_file(struct exchange *x, const char *name)
     }
     chunk = malloc(IO_CHUNK);
     if (chunk == NULL) {
-        next = reply_error(x, 500, NULL);
+        next = reply_failure(x, name, "malloc", ENOMEM);
         goto out_close;
     }
 
@@ -1060,25 +1124,34 @@ static enum next get_file(struct exchange *x, const char *name)
         .keep_alive = x->keep_alive,
         .http10_keep_alive = x->http10_keep_alive,
     };
+    off_t sent = 0;
+    /* next stays NEXT_CLOSE on every failure: the response is incomplete. */
     if (send_response(c, &r) != 0)
-        goto out_free;      /* next stays NEXT_CLOSE: the client is not reading */
+        goto out_send_failed;
     if (x->head_only) {
         next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
         goto out_free;
     }
-    off_t sent = 0;
     while (sent < st.st_size) {
         ssize_t n = pread(fd, chunk, IO_CHUNK, sent);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            goto out_free;  /* cannot keep Content-Length's promise: cut */
+        if (n <= 0) {       /* cannot keep Content-Length's promise: cut */
+            char text[128];
+            log_download_cut(x, name, sent, st.st_size,
+                             n == 0 ? "the file shrank" : error_text(errno, text, sizeof text));
+            goto out_free;
+        }
         struct iovec iov = { .iov_base = chunk, .iov_len = (size_t)n };
         if (send_all(c, &iov, 1) != 0)
-            goto out_free;
+            goto out_send_failed;
         sent += n;
     }
     next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+    goto out_free;
+out_send_failed:
+    log_download_cut(x, name, sent, st.st_size,
+                     c->cut ? "cut by shutdown" : "the client is gone or stopped reading");
 out_free:
     free(chunk);
 out_close:
@@ -1268,7 +1341,7 @@ static enum next put_file(struct exchange *x, const char *name)
     struct stat held, st;
     int fd = upload_temp_create(dir, c->fd, tmp, sizeof tmp, &held);
     if (fd < 0)
-        return reply_error(x, status_for_write_error(errno), NULL);
+        return reply_failure(x, name, "creating the temporary file", errno);
 
     if (req->expect_continue && req->minor_version == 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1281,6 +1354,7 @@ static enum next put_file(struct exchange *x, const char *name)
     }
 
     int err = 0;
+    const char *step = "write";     /* the step that failed, for the log */
     enum body_result body = copy_body(c, req->content_length, fd, &err);
     /* On Linux, fsync reports every write error still pending, deferred
      * ones (NFS, quotas) included, so the close() after it has nothing
@@ -1289,6 +1363,7 @@ static enum next put_file(struct exchange *x, const char *name)
     if (body == BODY_OK && fsync(fd) != 0) {
         body = BODY_WRITE_ERROR;
         err = errno;
+        step = "fsync";
     }
     /* rename() goes by name: make sure the name is still ours, so that
      * whatever a server that ignores the locks has done (an older version
@@ -1297,11 +1372,13 @@ static enum next put_file(struct exchange *x, const char *name)
                             !same_file(&held, &st))) {
         body = BODY_WRITE_ERROR;
         err = EIO;
+        step = "the temporary file's name was taken over";
     }
     bool existed = body == BODY_OK && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (body == BODY_OK && renameat(dir, tmp, dir, name) != 0) {
         body = BODY_WRITE_ERROR;
         err = errno;
+        step = "rename";
     }
     if (body != BODY_OK) {
         /* Removed before the close that unlocks it: once unlocked, the
@@ -1312,13 +1389,15 @@ static enum next put_file(struct exchange *x, const char *name)
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
         if (body == BODY_WRITE_ERROR)
-            return reply_error(x, status_for_write_error(err), NULL);
+            return reply_failure(x, name, step, err);
         return NEXT_CLOSE;  /* client gone or cut: nobody to answer */
     }
     (void)close(fd);        /* after fsync: see above */
-    /* Make the rename itself durable. */
+    /* Make the rename itself durable.  If that fails the new file is in
+     * place but may not survive a crash: the client must not be told it
+     * is stored. */
     if (fsync(dir) != 0)
-        return reply_error(x, 500, NULL);
+        return reply_failure(x, name, "fsync of the data directory", errno);
     return reply_ok(x, existed ? 200 : 201, existed ? "replaced\n" : "created\n");
 }
 
@@ -1551,4 +1630,28 @@ void conn_serve(int fd, const struct conn_env *env)
     }
     conn_close(c);
     free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* The log                                                            */
+/* ------------------------------------------------------------------ */
+
+void log_line(const char *fmt, ...)
+{
+    char line[LOG_LINE_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    /* va_start is right above: a false report of clang 14's analyzer. */
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized)
+    va_end(ap);
+    if (n < 0)
+        return;             /* an encoding error: nothing sensible to print */
+    size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
+    line[len++] = '\n';
+    /* One write, so the line arrives whole.  A log that cannot be written
+     * (stderr closed, a full pipe nobody reads) must not stop the server:
+     * the line is dropped. */
+    while (write(STDERR_FILENO, line, len) < 0 && errno == EINTR)
+        ;
 }

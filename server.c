@@ -138,7 +138,7 @@ static int install_signal_handlers(sigset_t *orig_mask, sigset_t *wait_mask)
     /* pthread_sigmask returns the error number; it does not set errno. */
     rc = pthread_sigmask(SIG_BLOCK, &ours, orig_mask);
     if (rc != 0) {
-        fprintf(stderr, "server: pthread_sigmask: %s\n", strerror(rc));
+        log_line("server: pthread_sigmask: %s", strerror(rc));
         return -1;
     }
     *wait_mask = *orig_mask;
@@ -154,12 +154,12 @@ static int install_signal_handlers(sigset_t *orig_mask, sigset_t *wait_mask)
     sa.sa_flags = 0;
     sa.sa_handler = on_shutdown_signal;
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        perror("server: sigaction");
+        log_line("server: sigaction: %s", strerror(errno));
         return -1;
     }
     sa.sa_handler = on_restart_signal;
     if (sigaction(SIGHUP, &sa, NULL) != 0) {
-        perror("server: sigaction(SIGHUP)");
+        log_line("server: sigaction(SIGHUP): %s", strerror(errno));
         return -1;
     }
 
@@ -169,7 +169,7 @@ static int install_signal_handlers(sigset_t *orig_mask, sigset_t *wait_mask)
     sa.sa_handler = SIG_IGN;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGPIPE, &sa, NULL) != 0) {
-        perror("server: sigaction(SIGPIPE)");
+        log_line("server: sigaction(SIGPIPE): %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -277,27 +277,27 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'p':
             if (parse_integer(optarg, 0, 65535, &v) != 0) {
-                fprintf(stderr, "server: --port: not a port number: %s\n", optarg);
+                log_line("server: --port: not a port number: %s", optarg);
                 return -1;
             }
             o->port = optarg;
             break;
         case 'g':
             if (parse_seconds(optarg, 0, &o->grace_s) != 0) {
-                fprintf(stderr, "server: --grace: want seconds from 0 to 86400: %s\n", optarg);
+                log_line("server: --grace: want seconds from 0 to 86400: %s", optarg);
                 return -1;
             }
             break;
         case 't':
             if (parse_seconds(optarg, 0.001, &o->header_timeout_s) != 0) {
-                fprintf(stderr, "server: --header-timeout: want seconds from 0.001 to 86400: %s\n",
-                        optarg);
+                log_line("server: --header-timeout: want seconds from 0.001 to 86400: %s",
+                         optarg);
                 return -1;
             }
             break;
         case 'm':
             if (parse_integer(optarg, 1, 1000000, &v) != 0) {
-                fprintf(stderr, "server: --max-conns: want 1 to 1000000: %s\n", optarg);
+                log_line("server: --max-conns: want 1 to 1000000: %s", optarg);
                 return -1;
             }
             o->max_conns = (size_t)v;
@@ -307,7 +307,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'b':
             if (parse_integer(optarg, 0, LLONG_MAX, &v) != 0) {
-                fprintf(stderr, "server: --max-body: want a byte count: %s\n", optarg);
+                log_line("server: --max-body: want a byte count: %s", optarg);
                 return -1;
             }
             o->max_body = v;
@@ -323,7 +323,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "server: unexpected argument: %s\n", argv[optind]);
+        log_line("server: unexpected argument: %s", argv[optind]);
         return -1;
     }
     return 0;
@@ -364,30 +364,31 @@ static int open_listener(const char *host, const char *port)
 
     rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0) {
-        fprintf(stderr, "server: --host %s: %s\n", host, gai_strerror(rc));
+        log_line("server: --host %s: %s", host, gai_strerror(rc));
         return -1;
     }
     /* Non-blocking: ppoll() may report a connection that the client resets
      * before we accept it, and accept() must then fail, not block. */
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        perror("server: socket");
+        log_line("server: socket: %s", strerror(errno));
         goto out_free;
     }
     /* Without SO_REUSEADDR a restart right after Ctrl+C fails with
-     * EADDRINUSE while the old connections sit in TIME_WAIT. */
+     * EADDRINUSE while the old connections sit in TIME_WAIT.  Should it
+     * fail, only such restarts suffer: go on. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
-        perror("server: setsockopt(SO_REUSEADDR)");  /* restarts may be slow; go on */
+        log_line("server: setsockopt(SO_REUSEADDR): %s", strerror(errno));
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         if (errno == EADDRINUSE)
-            fprintf(stderr, "server: cannot listen on %s:%s: address already in use\n",
-                    host, port);
+            log_line("server: cannot listen on %s:%s: address already in use",
+                     host, port);
         else
-            fprintf(stderr, "server: cannot bind %s:%s: %s\n", host, port, strerror(errno));
+            log_line("server: cannot bind %s:%s: %s", host, port, strerror(errno));
         goto out_close;
     }
     if (listen(fd, SOMAXCONN) != 0) {
-        fprintf(stderr, "server: listen on %s:%s: %s\n", host, port, strerror(errno));
+        log_line("server: listen on %s:%s: %s", host, port, strerror(errno));
         goto out_close;
     }
     freeaddrinfo(ai);
@@ -422,12 +423,12 @@ static int inherited_listener(void)
         (pid_t)v != getpid())
         return -1;
     if (strcmp(fds, "1") != 0) {
-        fprintf(stderr, "server: LISTEN_FDS=%s: want exactly one listening socket\n", fds);
+        log_line("server: LISTEN_FDS=%s: want exactly one listening socket", fds);
         return -2;
     }
     int fd = LISTEN_FDS_START;
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) {
-        fprintf(stderr, "server: LISTEN_FDS: descriptor %d is not a listening socket\n", fd);
+        log_line("server: LISTEN_FDS: descriptor %d is not a listening socket", fd);
         return -2;
     }
     /* Inherited descriptors come without our flags.  O_NONBLOCK is shared
@@ -435,7 +436,7 @@ static int inherited_listener(void)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
         fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-        perror("server: fcntl on the inherited socket");
+        log_line("server: fcntl on the inherited socket: %s", strerror(errno));
         return -2;
     }
     /* As sd_listen_fds(3) does: our children must not take these as theirs. */
@@ -450,12 +451,12 @@ static int inherited_listener(void)
 static int open_data_dir(const char *path)
 {
     if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "server: cannot create data dir %s: %s\n", path, strerror(errno));
+        log_line("server: cannot create data dir %s: %s", path, strerror(errno));
         return -1;
     }
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        fprintf(stderr, "server: cannot open data dir %s: %s\n", path, strerror(errno));
+        log_line("server: cannot open data dir %s: %s", path, strerror(errno));
     return fd;
 }
 
@@ -470,22 +471,23 @@ static void raise_fd_limit(size_t max_conns)
     struct rlimit rl;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        perror("server: getrlimit(RLIMIT_NOFILE)");
+        log_line("server: getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
         return;
     }
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-            perror("server: setrlimit(RLIMIT_NOFILE)");   /* keep the old one */
+            /* Keep the old limit, and read it back for the check below. */
+            log_line("server: setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
             if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
                 return;
         }
     }
     rlim_t need = (rlim_t)max_conns * 2 + 16;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
-        fprintf(stderr, "descriptor limit %llu is below the %llu that --max-conns %zu "
-                "may need; accepting pauses whenever descriptors run out\n",
-                (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_conns);
+        log_line("descriptor limit %llu is below the %llu that --max-conns %zu "
+                 "may need; accepting pauses whenever descriptors run out",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_conns);
 }
 
 /* ------------------------------------------------------------------ */
@@ -534,11 +536,8 @@ struct server {
  * cache, with the same effect.  A stack given with pthread_attr_setstack
  * glibc neither advises nor unmaps, so we keep each joined thread's
  * record, stack included, for the next connection: once warm, starting a
- * connection thread maps nothing and ending one unmaps nothing.  Measured
- * against glibc's stacks: 7% less CPU per connection with a connection per
- * request (bench figure 2), a third less CPU and a quarter less time for
- * the 1000-connection shutdown (figure 4).  What glibc did that we must do
- * ourselves: the guard page, the lowest page of each stack, PROT_NONE so
+ * connection thread maps nothing and ending one unmaps nothing.  What
+ * glibc did that we must do ourselves: the guard page, the lowest page of each stack, PROT_NONE so
  * that an overflow faults instead of writing over whatever lies below.
  */
 #define SPARE_THREADS_MAX 256
@@ -584,8 +583,8 @@ static struct conn_thread *conn_thread_get(struct server *srv)
  * touched, 8 KiB, so at most 2 MiB): beyond that, a burst of connections
  * would hold its peak of stacks for good.  While draining every one is
  * kept: nothing is started any more, and the exit that follows frees the
- * address space in one go, where unmapping 1000 stacks one by one cost
- * 10 ms of the 1000-connection shutdown.
+ * address space in one go, instead of a munmap (and its TLB shootdown) per
+ * stack.
  */
 static void conn_thread_put(struct server *srv, struct conn_thread *t)
 {
@@ -640,7 +639,7 @@ static void reap_finished(struct server *srv)
         /* The thread has at most its return left to run: this is quick. */
         int rc = pthread_join(t->thread, NULL);
         if (rc != 0)
-            fprintf(stderr, "server: pthread_join: %s\n", strerror(rc));
+            log_line("server: pthread_join: %s", strerror(rc));
         conn_thread_put(srv, t);
         t = next;
     }
@@ -682,7 +681,7 @@ static void start_conn_thread(struct server *srv, int fd)
     }
     if (rc != 0) {
         /* pthread_* return the error number; errno is not set. */
-        fprintf(stderr, "server: pthread_create: %s\n", strerror(rc));
+        log_line("server: pthread_create: %s", strerror(rc));
         if (t != NULL)
             conn_thread_put(srv, t);
         pthread_mutex_lock(&srv->lock);
@@ -701,9 +700,8 @@ static void start_conn_thread(struct server *srv, int fd)
  * joins the threads that finished meanwhile.  Unbounded, a client that
  * reconnects as fast as we accept (ab -c8) keeps the backlog from ever
  * emptying; no thread is joined for that long, and each finished one holds
- * its stack, which then stays as a spare: RSS grew 1.3 MiB over 1,000,000
- * connections (bench figure 8), against 0.1 MiB with the bound.  The price
- * is one more ppoll() per batch.
+ * its stack, which then stays as a spare, so memory would creep up with
+ * the load.  The price is one more ppoll() per batch.
  */
 #define ACCEPT_BATCH 16
 
@@ -733,10 +731,10 @@ static bool accept_pending(struct server *srv, int listen_fd, int batch)
             case ENFILE:
             case ENOBUFS:
             case ENOMEM:
-                fprintf(stderr, "server: accept: %s; pausing accepts\n", strerror(errno));
+                log_line("server: accept: %s; pausing accepts", strerror(errno));
                 return true;
             default:
-                fprintf(stderr, "server: accept: %s\n", strerror(errno));
+                log_line("server: accept: %s", strerror(errno));
                 return false;
             }
         }
@@ -878,11 +876,11 @@ static void restart_begin(struct restart *r, const struct self_exec *self, int l
     int p[2];
 
     if (self->path[0] == '\0') {
-        fprintf(stderr, "SIGHUP: cannot restart: the path of this binary is unknown\n");
+        log_line("SIGHUP: cannot restart: the path of this binary is unknown");
         return;
     }
     if (pipe2(p, O_CLOEXEC) != 0) {
-        perror("server: restart: pipe");
+        log_line("server: restart: pipe: %s", strerror(errno));
         return;
     }
     /* Keep the write end above descriptor 3, where dup2() puts the
@@ -890,7 +888,7 @@ static void restart_begin(struct restart *r, const struct self_exec *self, int l
     int ready_w = fcntl(p[1], F_DUPFD_CLOEXEC, LISTEN_FDS_START + 1);
     (void)close(p[1]);
     if (ready_w < 0) {
-        perror("server: restart: fcntl");
+        log_line("server: restart: fcntl: %s", strerror(errno));
         (void)close(p[0]);
         return;
     }
@@ -905,15 +903,15 @@ static void restart_begin(struct restart *r, const struct self_exec *self, int l
     free(envp);
     (void)close(ready_w);
     if (pid < 0) {
-        fprintf(stderr, "SIGHUP: cannot restart: %s\n", strerror(fork_errno));
+        log_line("SIGHUP: cannot restart: %s", strerror(fork_errno));
         (void)close(p[0]);
         return;
     }
     r->pid = pid;
     r->ready_r = p[0];
     r->deadline = now_s() + RESTART_READY_TIMEOUT_S;
-    fprintf(stderr, "SIGHUP: started %s as pid %d; waiting until it is ready\n",
-            self->path, (int)pid);
+    log_line("SIGHUP: started %s as pid %d; waiting until it is ready",
+             self->path, (int)pid);
 }
 
 /* The new process did not make it: reap it and go on serving. */
@@ -927,12 +925,12 @@ static void restart_abandon(struct restart *r, const char *why)
     while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (WIFEXITED(status))
-        fprintf(stderr, "restart failed: new server (pid %d) %s, exit status %d; still serving\n",
-                (int)r->pid, why, WEXITSTATUS(status));
+        log_line("restart failed: new server (pid %d) %s, exit status %d; still serving",
+                 (int)r->pid, why, WEXITSTATUS(status));
     else
-        fprintf(stderr, "restart failed: new server (pid %d) %s, killed by signal %d; "
-                "still serving\n", (int)r->pid, why,
-                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        log_line("restart failed: new server (pid %d) %s, killed by signal %d; "
+                 "still serving", (int)r->pid, why,
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     (void)close(r->ready_r);
     r->pid = 0;
     r->ready_r = -1;
@@ -945,7 +943,7 @@ static bool restart_ready(struct restart *r)
     ssize_t n = read(r->ready_r, &byte, 1);
 
     if (n == 1) {
-        fprintf(stderr, "new server (pid %d) is ready; handing over\n", (int)r->pid);
+        log_line("new server (pid %d) is ready; handing over", (int)r->pid);
         (void)close(r->ready_r);
         r->ready_r = -1;
         return true;
@@ -965,7 +963,7 @@ static void tell_old_server_ready(void)
         return;
     (void)unsetenv(READY_FD_ENV);
     if (write((int)fd, "R", 1) != 1)
-        perror("server: telling the old server we are ready");
+        log_line("server: telling the old server we are ready: %s", strerror(errno));
     (void)close((int)fd);
 }
 
@@ -992,12 +990,12 @@ static void notify_systemd_ready(void)
     int n = snprintf(msg, sizeof msg, "READY=1\nMAINPID=%ld", (long)getpid());
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        perror("server: socket(AF_UNIX)");
+        log_line("server: socket(AF_UNIX): %s", strerror(errno));
         return;
     }
     if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
-        perror("server: notifying systemd");
+        log_line("server: notifying systemd: %s", strerror(errno));
     (void)close(fd);
 }
 
@@ -1025,13 +1023,13 @@ static void race_window(void)
                              (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
     sigset_t pending;
 
-    fprintf(stderr, "race window open\n");
+    log_line("race window open");
     while (nanosleep(&left, &left) != 0 && errno == EINTR)
         ;   /* a handler ran here (signals unblocked): the window stays open */
     bool came = atomic_load(&signals_received) != before ||
                 (sigpending(&pending) == 0 &&
                  (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1));
-    fprintf(stderr, "race window closed%s\n", came ? ": a signal came in it" : "");
+    log_line("race window closed%s", came ? ": a signal came in it" : "");
 }
 #define RACE_WINDOW() race_window()
 #else
@@ -1085,7 +1083,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
         if (hups != restarts_seen) {
             restarts_seen = hups;
             if (restart.pid != 0)
-                fprintf(stderr, "SIGHUP: a restart is already in progress; ignored\n");
+                log_line("SIGHUP: a restart is already in progress; ignored");
             else
                 restart_begin(&restart, self, listen_fd);
         }
@@ -1105,7 +1103,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
         if (n < 0) {
             if (errno == EINTR)
                 continue;   /* one of our signals: the loop sees it */
-            perror("server: ppoll");
+            log_line("server: ppoll: %s", strerror(errno));
             if (restart.pid != 0)
                 restart_abandon(&restart, "was stopped: the accept loop failed");
             return LOOP_ERROR;
@@ -1157,7 +1155,7 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
             return DRAIN_DEADLINE;
         struct timespec timeout = timespec_from_s(left);
         if (ppoll(&reaper, 1, &timeout, wait_mask) < 0 && errno != EINTR) {
-            perror("server: ppoll");
+            log_line("server: ppoll: %s", strerror(errno));
             return DRAIN_DEADLINE;
         }
         unsigned got = atomic_load(&signals_received);
@@ -1165,8 +1163,8 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
             return DRAIN_SECOND_SIGNAL;
         /* Below cut_at yet new: only the first signal after a hand-over. */
         if (got != seen)
-            fprintf(stderr, "%s after hand-over: already draining\n",
-                    signal_name(atomic_load(&last_signal)));
+            log_line("%s after hand-over: already draining",
+                     signal_name(atomic_load(&last_signal)));
         seen = got;
     }
 }
@@ -1190,12 +1188,12 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
         if (live == 0)
             return;
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
-            perror("server: ppoll");
+            log_line("server: ppoll: %s", strerror(errno));
             return;
         }
         if (atomic_load(&signals_received) != seen) {
-            fprintf(stderr, "%s while cutting; exiting with %zu thread(s) stuck\n",
-                    signal_name(atomic_load(&last_signal)), live_count(srv));
+            log_line("%s while cutting; exiting with %zu thread(s) stuck",
+                     signal_name(atomic_load(&last_signal)), live_count(srv));
             _exit(1);
         }
     }
@@ -1215,25 +1213,25 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
     /* O_NONBLOCK on the reaper: neither a worker's write nor main's
      * emptying read may ever block. */
     if (pipe2(reap, O_CLOEXEC | O_NONBLOCK) != 0) {
-        perror("server: pipe");
+        log_line("server: pipe: %s", strerror(errno));
         return -1;
     }
     if (pipe2(drain, O_CLOEXEC) != 0) {
-        perror("server: pipe");
+        log_line("server: pipe: %s", strerror(errno));
         goto out_reap;
     }
     if (pipe2(force, O_CLOEXEC) != 0) {
-        perror("server: pipe");
+        log_line("server: pipe: %s", strerror(errno));
         goto out_drain;
     }
     rc = pthread_attr_init(&srv->attr);
     if (rc != 0) {
-        fprintf(stderr, "server: pthread_attr: %s\n", strerror(rc));
+        log_line("server: pthread_attr: %s", strerror(rc));
         goto out_force;
     }
     rc = pthread_mutex_init(&srv->lock, NULL);
     if (rc != 0) {
-        fprintf(stderr, "server: pthread_mutex_init: %s\n", strerror(rc));
+        log_line("server: pthread_mutex_init: %s", strerror(rc));
         pthread_attr_destroy(&srv->attr);
         goto out_force;
     }
@@ -1306,7 +1304,7 @@ int main(int argc, char **argv)
         return 1;
     int stale = uploads_remove_stale(data_dir_fd);
     if (stale > 0)
-        fprintf(stderr, "removed %d unfinished upload(s) left by a killed server\n", stale);
+        log_line("removed %d unfinished upload(s) left by a killed server", stale);
 
     /* A socket handed to us (systemd, or the server we replace) wins over
      * --host/--port: binding those would fail while the other holds them. */
@@ -1316,7 +1314,7 @@ int main(int argc, char **argv)
         listen_fd = open_listener(opt.host, opt.port);
     if (listen_fd < 0 || describe_socket(listen_fd, address, sizeof address) != 0) {
         if (listen_fd >= 0) {
-            fprintf(stderr, "server: cannot read back the listening address\n");
+            log_line("server: cannot read back the listening address");
             (void)close(listen_fd);
         }
         (void)close(data_dir_fd);
@@ -1328,7 +1326,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* The readiness line: tests and scripts wait for it. */
-    fprintf(stderr, "listening on %s%s\n", address, inherited ? " (inherited socket)" : "");
+    log_line("listening on %s%s", address, inherited ? " (inherited socket)" : "");
     /* systemd first: by the time the old server exits, systemd must
      * already follow this one. */
     notify_systemd_ready();
@@ -1366,8 +1364,8 @@ int main(int argc, char **argv)
      * After a hand-over the new server holds the socket too, so for
      * clients nothing closes: the queue just has one reader fewer. */
     (void)close(listen_fd);
-    fprintf(stderr, "shutdown requested by %s; draining %zu connection(s), grace %g s\n",
-            reason, live_count(&srv), opt.grace_s);
+    log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
+             reason, live_count(&srv), opt.grace_s);
 
     /* Step 5: broadcast "drain" to every handler: the flag for responses
      * about to be written, then the pipe for threads waiting in poll(). */
@@ -1381,13 +1379,13 @@ int main(int argc, char **argv)
         break;
     case DRAIN_DEADLINE:
         cut = live_count(&srv);
-        fprintf(stderr, "grace period over; cutting %zu connection(s)\n", cut);
+        log_line("grace period over; cutting %zu connection(s)", cut);
         break;
     case DRAIN_SECOND_SIGNAL:
         RACE_WINDOW();
         cut = live_count(&srv);
-        fprintf(stderr, "second %s; cutting %zu connection(s)\n",
-                signal_name(atomic_load(&last_signal)), cut);
+        log_line("second %s; cutting %zu connection(s)",
+                 signal_name(atomic_load(&last_signal)), cut);
         break;
     }
     /* Step 7: wake every remaining wait; handlers cut and return. */
@@ -1398,13 +1396,13 @@ int main(int argc, char **argv)
     server_destroy(&srv);
     (void)close(data_dir_fd);
     if (cut > 0) {
-        fprintf(stderr, "exit 1: cut %zu connection(s)\n", cut);
+        log_line("exit 1: cut %zu connection(s)", cut);
         return 1;
     }
     if (failed) {
-        fprintf(stderr, "exit 1: the accept loop failed\n");
+        log_line("exit 1: the accept loop failed");
         return 1;
     }
-    fprintf(stderr, "exit 0: every connection finished\n");
+    log_line("exit 0: every connection finished");
     return 0;
 }

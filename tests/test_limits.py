@@ -279,6 +279,8 @@ def test_disk_full_upload_is_507_and_old_file_kept(start_server, tmp_path):
             r = c.read_response("PUT", timeout=15)
             assert_error(r, 507)
             assert "close" in r.connection_tokens()
+            srv.wait_line(r"conn: PUT /files/keep\.txt: 507 Insufficient Storage: "
+                          r"(write|fsync): " + os.strerror(28))    # ENOSPC
             assert temp_uploads(data) == []
             sender.join(10)
         assert real_names(data) == ["keep.txt"]

@@ -132,18 +132,42 @@ def test_request_arriving_while_busy_before_signal_is_served(server):
 
 
 def test_pipelined_requests_already_arrived_are_served_during_drain(server):
-    """Requests already received before SIGINT are all answered; the last says close."""
+    """Requests that had fully arrived before SIGINT are all answered, in
+    order; only the last response says Connection: close, then EOF."""
     c = warm_conn(server)
     c.send(build_request("GET", "/sleep?ms=300") + build_request("GET", "/"))
     server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
     r1 = c.read_response()
-    assert r1.status == 200
-    if "close" in r1.connection_tokens():
-        # a server may stop after the in-flight request; then it must close
-        assert c.expect_eof(2.0) == "eof"
-    else:
-        r2 = c.read_response()
-        assert r2.status == 200 and "close" in r2.connection_tokens()
+    assert r1.status == 200 and r1.body == b"slept 300 ms\n"
+    assert "close" not in r1.connection_tokens(), \
+        "the first response closed the connection: the second request was dropped"
+    r2 = c.read_response()
+    assert r2.status == 200 and r2.body.startswith(b"graceful:")
+    assert "close" in r2.connection_tokens()
+    assert c.expect_eof(2.0) == "eof"
+    assert server.wait_exit(5) == 0
+    assert server.lines[-1] == "exit 0: every connection finished"
+
+
+def test_pipelined_put_already_arrived_is_stored_during_drain(server):
+    """A PUT pipelined behind a slow GET, whole before SIGINT, is stored and
+    answered 201 (a client cannot safely retry a PUT that was dropped)."""
+    c = warm_conn(server)
+    c.send(build_request("GET", "/sleep?ms=300")
+           + build_request("PUT", "/files/late.txt", body=b"arrived before the signal")
+           + build_request("GET", "/files/late.txt"))
+    server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
+    r1 = c.read_response()
+    assert r1.status == 200 and "close" not in r1.connection_tokens()
+    r2 = c.read_response("PUT")
+    assert r2.status == 201 and "close" not in r2.connection_tokens()
+    r3 = c.read_response()
+    assert r3.status == 200 and r3.body == b"arrived before the signal"
+    assert "close" in r3.connection_tokens()
+    assert c.expect_eof(2.0) == "eof"
+    assert (server.data_dir / "late.txt").read_bytes() == b"arrived before the signal"
     assert server.wait_exit(5) == 0
 
 
@@ -391,6 +415,11 @@ def test_sigpipe_large_download_reset(server):
         c.reset()
         server.wait_threads(1, timeout=5)
         assert server.running(), f"server died (status {server.proc.returncode})"
+    # Each download cut short left its line in the log.
+    cuts = server.matching(r"conn: GET /files/big\.bin: cut after (\d+) of (\d+) bytes: "
+                           r"the client is gone or stopped reading")
+    assert len(cuts) == 3, server.lines
+    assert all(int(m.group(1)) < int(m.group(2)) == len(blob) for m in cuts)
     # Request, then close at once (FIN, nothing unread): the server's first
     # write draws an RST while it is in CLOSE_WAIT, so its next write fails
     # with EPIPE - the classic SIGPIPE.

@@ -296,3 +296,21 @@ def test_upload_fsyncs_renames_over_name_then_fsyncs_directory(tmp_path):
         assert fsync_dir is not None, f"no fsync of the directory after the rename:\n{text}"
         uploads += 1
     assert uploads == 2, text
+
+
+# ---------------------------------------------------------------- failures are logged
+
+def test_failed_rename_is_500_logged_and_temp_removed(server):
+    """NAME is a non-empty directory, so rename() fails (EISDIR): 500, one
+    `conn:` log line naming the step and the error, no temporary file left,
+    the directory untouched, and the server goes on."""
+    (server.data_dir / "taken").mkdir()
+    (server.data_dir / "taken" / "inside").write_bytes(b"x")
+    r = put(server, "taken", b"new content")
+    assert_error(r, 500)
+    line = server.wait_line(r"conn: PUT /files/taken: 500 Internal Server Error: "
+                            r"rename: (.+)")
+    assert line.group(1) == os.strerror(21)     # EISDIR
+    assert temp_uploads(server.data_dir) == []
+    assert (server.data_dir / "taken" / "inside").read_bytes() == b"x"
+    assert put(server, "other", b"fine").status == 201
