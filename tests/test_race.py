@@ -23,16 +23,12 @@ CLOSED_RE = r"race window closed(: a signal came in it)?"
 ROUNDS = 3
 
 
-def line_index(srv, pattern, start, timeout):
-    return srv.wait_line_index(pattern, start, timeout)
-
-
 def signal_inside_window(srv, sig, start):
     """Wait for a window to open at or after line start, send sig into it,
     and return whether the server saw it arrive inside the window."""
-    i = line_index(srv, OPEN, start, bound(10))
+    i = srv.wait_line_index(OPEN, start, bound(10))
     srv.signal(sig)
-    j = line_index(srv, CLOSED_RE, i + 1, bound(10))
+    j = srv.wait_line_index(CLOSED_RE, i + 1, bound(10))
     return srv.lines[j].endswith("a signal came in it"), j
 
 
@@ -97,7 +93,7 @@ def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_s
     batch of 16 per window, so a backlog of 100 keeps the listener ready for
     six rounds; the shutdown must begin right after the first."""
     srv = race_server(start_server, "--max-conns", "200")
-    line_index(srv, OPEN, 0, bound(10))     # the loop has started
+    srv.wait_line_index(OPEN, 0, bound(10))     # the loop has started
     request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     clients = []
     try:
@@ -109,7 +105,7 @@ def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_s
         assert came, "the signal missed a 1 s window"
         # The round that ends this window must take the signal: the next
         # thing the main thread logs is the shutdown, not another window.
-        k = line_index(srv, f"{OPEN}|{SHUTDOWN_RE}", j + 1, bound(5))
+        k = srv.wait_line_index(f"{OPEN}|{SHUTDOWN_RE}", j + 1, bound(5))
         assert re.fullmatch(SHUTDOWN_RE, srv.lines[k]), \
             f"the loop went round again with the signal pending:\n{srv.log_text()}"
         for i, s in enumerate(clients):

@@ -59,11 +59,18 @@ class Mutant:
 
 
 def tree_files():
-    """The files of the tree as git sees them (tracked and new, not ignored)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                          "--exclude-standard"], cwd=REPO, capture_output=True,
-                         check=True).stdout
-    return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
+    """The files of the tree as git sees them (tracked and new, not ignored);
+    outside a git checkout, the sources and tests."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=REPO, capture_output=True,
+                             check=True).stdout
+        return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        keep = [p for p in REPO.glob("*") if p.suffix in (".c", ".h") or p.name == "Makefile"]
+        keep += [p for p in (REPO / "tests").rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts]
+        return [str(p.relative_to(REPO)) for p in keep]
 
 
 def copy_tree(files, dest, src=REPO):
