@@ -273,7 +273,7 @@ def test_second_signal_with_nothing_left_exits_0(start_server):
     srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
     blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
     assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
-    c = srv.connect(rcvbuf=4096, timeout=bound(10))
+    c = srv.connect(rcvbuf=65536, timeout=bound(10))
     c.send_request("GET", "/files/big.bin")
     head = c.read_head()                       # the thread is now stuck writing
     assert head.status == 200
