@@ -9,8 +9,10 @@
  *   - drain_fd is watched only while the connection is idle (no byte of a
  *     next request has arrived).  Idle connections close at once when
  *     graceful shutdown begins; busy ones finish what they started, and
- *     their response says Connection: close (decided from env->draining,
- *     the same news as a flag: a load instead of a poll per response).
+ *     so do requests already pipelined behind it; the response that
+ *     leaves nothing pending says Connection: close (decided from
+ *     env->draining, the same news as a flag: a load instead of a poll per
+ *     response; see stop_keep_alive_if_draining).
  *   - force_fd is watched by every wait.  When it fires, the connection is
  *     cut wherever it is, any half-written upload is removed, and the
  *     thread returns so the server can join it.
@@ -61,9 +63,10 @@
 #define SLEEP_MS_MAX 60000
 /* An IMF-fixdate (RFC 9110 5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT". */
 #define HTTP_DATE_LEN 29
-/* Our longest response head is about 210 bytes (a 431 status line, Date,
- * Content-Type, a 19-digit Content-Length, Connection: keep-alive, Allow). */
-#define RESPONSE_HEAD_MAX 256
+/* Our longest response head is about 380 bytes (a 206 with Date,
+ * Content-Type, a 19-digit Content-Length, Connection: keep-alive, ETag,
+ * Last-Modified, Accept-Ranges and Content-Range). */
+#define RESPONSE_HEAD_MAX 512
 
 /*
  * Everything a connection owns, in one heap block: its state, the head of
@@ -322,6 +325,9 @@ static const char *status_reason(int status)
     case 100: return "Continue";
     case 200: return "OK";
     case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -329,6 +335,7 @@ static const char *status_reason(int status)
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -369,10 +376,13 @@ static size_t format_head(const struct response *r, const char *date, char *out,
         text_str(&t, "\r\nDate: ");
         text_str(&t, date);
     }
-    text_str(&t, "\r\nContent-Type: ");
-    text_str(&t, r->content_type);
-    text_str(&t, "\r\nContent-Length: ");
-    text_uint(&t, (unsigned long long)r->content_length, 1);
+    /* 204 and 304 have no content, and no Content-Length (RFC 9110 8.6). */
+    if (r->status != 204 && r->status != 304) {
+        text_str(&t, "\r\nContent-Type: ");
+        text_str(&t, r->content_type);
+        text_str(&t, "\r\nContent-Length: ");
+        text_uint(&t, (unsigned long long)r->content_length, 1);
+    }
     text_str(&t, "\r\n");
     if (!r->keep_alive)
         text_str(&t, "Connection: close\r\n");
@@ -570,7 +580,7 @@ static bool token_eq(const char *s, size_t n, const char *lit)
 static enum http_method method_from(const char *s, size_t n, bool *known)
 {
     static const char *const others[] = {
-        "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+        "DELETE", "PATCH", "TRACE", "CONNECT",
     };
 
     *known = true;
@@ -581,6 +591,10 @@ static enum http_method method_from(const char *s, size_t n, bool *known)
         return HTTP_HEAD;
     if (n == 3 && memcmp(s, "PUT", 3) == 0)
         return HTTP_PUT;
+    if (n == 7 && memcmp(s, "OPTIONS", 7) == 0)
+        return HTTP_OPTIONS;
+    if (n == 4 && memcmp(s, "POST", 4) == 0)
+        return HTTP_POST;
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         if (strlen(others[i]) == n && memcmp(s, others[i], n) == 0)
             return HTTP_OTHER_KNOWN;
@@ -605,6 +619,10 @@ static enum http_parse_result parse_request_line(const char *s, size_t n,
     while (i < n && is_tchar((unsigned char)s[i]))
         i++;
     size_t method_len = i;
+    /* Longer than any method we know: not implemented, whatever follows
+     * (414 is about the target, not the method). */
+    if (method_len > HTTP_METHOD_MAX)
+        return parse_error(status, 501);
     if (i == n)
         return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
     if (s[i] != ' ' || method_len == 0)
@@ -614,6 +632,10 @@ static enum http_parse_result parse_request_line(const char *s, size_t n,
     while (i < n && is_vchar((unsigned char)s[i]))
         i++;
     size_t target_len = i - target_start;
+    /* A fragment is for the client alone; one sent to us is a malformed
+     * target (RFC 9112 3.2: origin-form has no fragment). */
+    if (memchr(s + target_start, '#', target_len) != NULL)
+        return parse_error(status, 400);
     if (i == n)
         return complete ? parse_error(status, 400) : HTTP_PARSE_PARTIAL;
     if (s[i] != ' ' || target_len == 0)
@@ -681,6 +703,104 @@ static void parse_connection_tokens(const char *s, size_t n,
     }
 }
 
+/*
+ * Host: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2), strictly: not
+ * empty, a reg-name or an IP literal in brackets, a port of 1-5 digits.
+ * A comma, space, '/', '@' or '?' is not part of a host: a list of hosts,
+ * a path or userinfo sent as Host is rejected, not guessed at.
+ */
+static bool valid_host(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        /* IP-literal: hex digits, ':' and '.' (IPv6, IPv4-mapped) or an
+         * IPvFuture; checked loosely, but it must end in ']'. */
+        for (i = 1; i < n && s[i] != ']'; i++)
+            if (!is_tchar((unsigned char)s[i]) && s[i] != ':')
+                return false;
+        if (i == n || i == 1)
+            return false;
+        i++;
+    } else {
+        /* reg-name: unreserved, pct-encoded, sub-delims but ','. */
+        while (i < n && s[i] != ':') {
+            unsigned char ch = (unsigned char)s[i];
+            bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || (ch != '\0' && strchr("-._~%!$&'()*+;=", ch));
+            if (!ok)
+                return false;
+            i++;
+        }
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (s[i] != ':' || n - i - 1 == 0 || n - i - 1 > 5)
+        return false;
+    for (i++; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/*
+ * Transfer-Encoding's value: 0 if it is exactly "chunked" (case-insensitive,
+ * RFC 9112 7), else the status to answer.  Strict, since the framing of
+ * the body depends on it:
+ *   - chunked must be the last coding, or the length of the body cannot be
+ *     known: 400 (RFC 9112 6.3); that includes "identity", "xchunked" and
+ *     "chunked;a=b", which are not chunked;
+ *   - chunked twice ("chunked, chunked") is forbidden (RFC 9112 6.1): 400;
+ *   - an empty element (an empty value, a leading, trailing or double
+ *     comma) is 400: RFC 9110 5.6.1 asks a recipient to skip empty list
+ *     elements, but in a framing header we refuse to guess;
+ *   - other codings before chunked (gzip, chunked) are valid but not
+ *     implemented: 501 (RFC 9112 6.1).
+ */
+static int parse_transfer_encoding(const char *s, size_t n)
+{
+    size_t i = 0;
+    bool other = false, chunked_last = false;
+
+    for (;;) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < n && is_tchar((unsigned char)s[i]))
+            i++;
+        size_t len = i - start;
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        bool params = i < n && s[i] == ';';
+        while (i < n && s[i] != ',')     /* parameters: any coding but chunked */
+            i++;
+        if (len == 0)
+            return 400;                  /* empty element, or junk */
+        if (chunked_last)
+            return 400;                  /* something after chunked */
+        if (!params && token_eq(s + start, len, "chunked"))
+            chunked_last = true;
+        else
+            other = true;
+        if (i == n)
+            break;
+        i++;                            /* the comma */
+    }
+    if (!chunked_last)
+        return 400;
+    return other ? 501 : 0;
+}
+
+/* Keep a field's value; a second line of it leaves an empty value (see
+ * struct http_request). */
+static void keep_field(const char **field, size_t *len, const char *value, size_t value_len)
+{
+    *len = *field == NULL ? value_len : 0;
+    *field = value;
+}
+
 /* One complete header line (without CRLF). */
 static enum http_parse_result parse_header(const char *s, size_t n,
                                            struct http_request *req,
@@ -715,17 +835,33 @@ static enum http_parse_result parse_header(const char *s, size_t n,
             return parse_error(status, 400);
         req->content_length = cl;
     } else if (token_eq(name, name_len, "Host")) {
-        if (req->has_host)
+        if (req->has_host || !valid_host(value, value_len))
             return parse_error(status, 400);
         req->has_host = 1;
     } else if (token_eq(name, name_len, "Transfer-Encoding")) {
-        req->has_transfer_encoding = 1;
+        /* One line only: two would be one list split in two, and a
+         * proxy that reads only one of them frames the body otherwise.
+         * HTTP/1.0 has no transfer codings (RFC 9112 6.1). */
+        if (req->chunked || req->minor_version == 0)
+            return parse_error(status, 400);
+        int st = parse_transfer_encoding(value, value_len);
+        if (st != 0)
+            return parse_error(status, st);
+        req->chunked = 1;
     } else if (token_eq(name, name_len, "Connection")) {
         parse_connection_tokens(value, value_len, req);
     } else if (token_eq(name, name_len, "Expect")) {
         if (!token_eq(value, value_len, "100-continue"))
             return parse_error(status, 417);
         req->expect_continue = 1;
+    } else if (token_eq(name, name_len, "If-None-Match")) {
+        keep_field(&req->if_none_match, &req->if_none_match_len, value, value_len);
+    } else if (token_eq(name, name_len, "If-Modified-Since")) {
+        keep_field(&req->if_modified_since, &req->if_modified_since_len, value, value_len);
+    } else if (token_eq(name, name_len, "Range")) {
+        keep_field(&req->range, &req->range_len, value, value_len);
+    } else if (token_eq(name, name_len, "If-Range")) {
+        keep_field(&req->if_range, &req->if_range_len, value, value_len);
     }
     return HTTP_PARSE_DONE;
 }
@@ -752,12 +888,12 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
         if (lf == NULL) {
             size_t have = len - pos;
             if (!have_request_line) {
-                if (have > HTTP_REQUEST_LINE_MAX)
-                    return parse_error(status, 414);
                 /* The CR of the CRLF may have arrived without its LF. */
                 size_t check = have > 0 && line[have - 1] == '\r' ? have - 1 : have;
                 if (parse_request_line(line, check, false, req, status) == HTTP_PARSE_ERROR)
                     return HTTP_PARSE_ERROR;
+                if (have > HTTP_REQUEST_LINE_MAX)
+                    return parse_error(status, 414);
             }
             if (len >= HTTP_HEAD_MAX)
                 return parse_error(status, have_request_line ? 431 : 414);
@@ -772,10 +908,10 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
             return parse_error(status, have_request_line ? 431 : 414);
 
         if (!have_request_line) {
-            if (n > HTTP_REQUEST_LINE_MAX)
-                return parse_error(status, 414);
             if (parse_request_line(line, n, true, req, status) != HTTP_PARSE_DONE)
                 return HTTP_PARSE_ERROR;
+            if (n > HTTP_REQUEST_LINE_MAX)
+                return parse_error(status, 414);
             have_request_line = true;
             continue;
         }
@@ -790,8 +926,257 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
     /* RFC 9112 3.2: a 1.1 request without Host gets 400. */
     if (req->minor_version == 1 && !req->has_host)
         return parse_error(status, 400);
+    /* Both framings at once is the classic smuggling shape; RFC 9112 6.1
+     * lets a server reject it, and we do (then close: see reply_error). */
+    if (req->chunked && req->content_length >= 0)
+        return parse_error(status, 400);
     req->head_len = pos;
     return HTTP_PARSE_DONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding chunked bodies (no sockets: see http_chunked_decode)      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * chunked-body = *chunk last-chunk trailer-section CRLF      (RFC 9112 7.1)
+ * chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+ *
+ * One state per place in that grammar where the next byte is judged
+ * differently.  Strict throughout: the size is hex digits only, with no
+ * sign, "0x" or whitespace; every line ends in CRLF; an extension is
+ * ";name" or ";name=value" with no whitespace (RFC 9112 7.1.1 allows BWS
+ * around ';' and '=', which no client we know sends) and is ignored; a
+ * trailer field is parsed like a header field and discarded (RFC 9112
+ * 7.1.2: never merged into the head, so a Content-Length there frames
+ * nothing).
+ */
+enum chunk_state {
+    CHUNK_SIZE,             /* hex digits of a chunk size */
+    CHUNK_EXT_NAME,         /* after ';': an extension name */
+    CHUNK_EXT_VALUE,        /* after '=': a token, or a quoted string */
+    CHUNK_EXT_QUOTED,       /* inside a quoted-string value */
+    CHUNK_EXT_ESCAPE,       /* after a backslash inside it */
+    CHUNK_EXT_QUOTE_END,    /* after its closing quote */
+    CHUNK_SIZE_LF,          /* the size line's CR seen: LF next */
+    CHUNK_DATA,             /* size bytes of data */
+    CHUNK_DATA_CR,          /* the CRLF after the data */
+    CHUNK_DATA_LF,
+    CHUNK_TRAILER_START,    /* a trailer field, or the final CRLF */
+    CHUNK_TRAILER_NAME,
+    CHUNK_TRAILER_VALUE,
+    CHUNK_TRAILER_LF,
+    CHUNK_END_LF,           /* the final CRLF's LF */
+    CHUNK_FINISHED          /* done, or failed: no more input wanted */
+};
+
+void http_chunked_init(struct http_chunked *d, long long max_body)
+{
+    memset(d, 0, sizeof *d);
+    d->state = CHUNK_SIZE;
+    d->max_body = max_body < 0 ? 0 : max_body;
+}
+
+static int hex_value(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* qdtext or the byte after a backslash (RFC 9110 5.6.4), minus '"' and '\'. */
+static bool is_qdtext(unsigned char ch)
+{
+    return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
+           (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
+}
+
+/*
+ * The end of a chunk-size line's size or extension token: ';' starts an
+ * extension, CR ends the line.  Anything else, or an empty token, is 400.
+ */
+static enum http_parse_result chunk_token_end(struct http_chunked *d, unsigned char ch)
+{
+    if (d->token_len == 0)
+        return HTTP_PARSE_ERROR;
+    d->token_len = 0;
+    if (ch == ';')
+        d->state = CHUNK_EXT_NAME;
+    else if (ch == '\r')
+        d->state = CHUNK_SIZE_LF;
+    else
+        return HTTP_PARSE_ERROR;
+    return HTTP_PARSE_PARTIAL;
+}
+
+/*
+ * Judge one framing byte (anything but chunk data).  Returns PARTIAL to go
+ * on, DONE after the last byte of the body, or ERROR with *status set.
+ */
+static enum http_parse_result chunk_step(struct http_chunked *d, unsigned char ch, int *status)
+{
+    int digit;
+
+    *status = 400;
+    if (d->state <= CHUNK_EXT_QUOTE_END && ++d->line_len > HTTP_CHUNK_LINE_MAX)
+        return HTTP_PARSE_ERROR;
+    if (d->state >= CHUNK_TRAILER_START && d->state <= CHUNK_TRAILER_LF &&
+        ++d->trailer_len > HTTP_HEAD_MAX) {
+        *status = 431;
+        return HTTP_PARSE_ERROR;
+    }
+    switch (d->state) {
+    case CHUNK_SIZE:
+        digit = hex_value(ch);
+        if (digit >= 0) {
+            if (++d->token_len > HTTP_CHUNK_SIZE_DIGITS)
+                return HTTP_PARSE_ERROR;
+            d->size = d->size * 16 + (unsigned)digit;
+            return HTTP_PARSE_PARTIAL;
+        }
+        /* The size is complete: refuse it now if its data would take the
+         * body past the limit, before a byte of that data arrives. */
+        if (d->token_len > 0 && d->size > (unsigned long long)(d->max_body - d->total)) {
+            *status = 413;
+            return HTTP_PARSE_ERROR;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_NAME:
+        if (is_tchar(ch)) {
+            d->token_len++;
+            return HTTP_PARSE_PARTIAL;
+        }
+        if (ch == '=' && d->token_len > 0) {
+            d->token_len = 0;
+            d->state = CHUNK_EXT_VALUE;
+            return HTTP_PARSE_PARTIAL;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_VALUE:
+        if (ch == '"' && d->token_len == 0) {
+            d->state = CHUNK_EXT_QUOTED;
+            return HTTP_PARSE_PARTIAL;
+        }
+        if (is_tchar(ch)) {
+            d->token_len++;
+            return HTTP_PARSE_PARTIAL;
+        }
+        return chunk_token_end(d, ch);
+    case CHUNK_EXT_QUOTED:
+        if (ch == '"')
+            d->state = CHUNK_EXT_QUOTE_END;
+        else if (ch == '\\')
+            d->state = CHUNK_EXT_ESCAPE;
+        else if (!is_qdtext(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_EXT_ESCAPE:
+        if (!is_qdtext(ch) && ch != '"' && ch != '\\')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_EXT_QUOTED;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_EXT_QUOTE_END:
+        d->token_len = 1;       /* the quoted string was the token */
+        return chunk_token_end(d, ch);
+    case CHUNK_SIZE_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->line_len = 0;
+        d->state = d->size == 0 ? CHUNK_TRAILER_START : CHUNK_DATA;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_DATA_CR:
+        if (ch != '\r')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_DATA_LF;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_DATA_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_SIZE;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_START:
+        if (ch == '\r') {
+            d->state = CHUNK_END_LF;
+            return HTTP_PARSE_PARTIAL;
+        }
+        /* A name, as in the head: no obs-fold, no empty name. */
+        if (!is_tchar(ch))
+            return HTTP_PARSE_ERROR;
+        if (++d->trailers > HTTP_HEADERS_MAX) {
+            *status = 431;
+            return HTTP_PARSE_ERROR;
+        }
+        d->state = CHUNK_TRAILER_NAME;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_NAME:
+        if (ch == ':')
+            d->state = CHUNK_TRAILER_VALUE;
+        else if (!is_tchar(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_VALUE:
+        if (ch == '\r')
+            d->state = CHUNK_TRAILER_LF;
+        else if (!is_field_char(ch))
+            return HTTP_PARSE_ERROR;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_TRAILER_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_TRAILER_START;
+        return HTTP_PARSE_PARTIAL;
+    case CHUNK_END_LF:
+        if (ch != '\n')
+            return HTTP_PARSE_ERROR;
+        d->state = CHUNK_FINISHED;
+        return HTTP_PARSE_DONE;
+    default:
+        return HTTP_PARSE_ERROR;    /* CHUNK_FINISHED: nothing more */
+    }
+}
+
+enum http_parse_result http_chunked_decode(struct http_chunked *d,
+                                           const char *in, size_t len,
+                                           char *out, size_t *out_len,
+                                           size_t *used, int *status)
+{
+    size_t i = 0, o = 0;
+
+    *out_len = 0;
+    *used = 0;
+    while (i < len) {
+        if (d->state == CHUNK_DATA) {
+            size_t n = len - i;
+            if (n > d->size)
+                n = (size_t)d->size;
+            /* memmove: out may be in, a little behind the input. */
+            memmove(out + o, in + i, n);
+            i += n;
+            o += n;
+            d->size -= n;
+            d->total += (long long)n;
+            *out_len = o;
+            if (d->size == 0)
+                d->state = CHUNK_DATA_CR;
+            continue;
+        }
+        enum http_parse_result r = chunk_step(d, (unsigned char)in[i++], status);
+        if (r == HTTP_PARSE_ERROR) {
+            d->state = CHUNK_FINISHED;
+            *used = i;
+            return r;
+        }
+        if (r == HTTP_PARSE_DONE) {
+            *used = i;
+            return r;
+        }
+    }
+    *used = i;
+    return HTTP_PARSE_PARTIAL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -967,10 +1352,10 @@ static int reply_text(struct exchange *x, int status, const char *text,
 
 static enum next reply_error(struct exchange *x, int status, const char *extra)
 {
-    /* 404 and 405 to a request without a body leave the framing intact, so
+    /* 404, 405 and 416 to a request without a body leave the framing intact, so
      * the connection can stay; after any other error, or with a body left
      * unread, we cannot be sure where the next request starts. */
-    if ((status != 404 && status != 405) || x->req->content_length > 0)
+    if ((status != 404 && status != 405 && status != 416) || x->req->content_length > 0)
         x->keep_alive = false;
     if (reply_text(x, status, NULL, extra) != 0)
         return NEXT_CLOSE;
@@ -980,6 +1365,14 @@ static enum next reply_error(struct exchange *x, int status, const char *extra)
 static enum next reply_ok(struct exchange *x, int status, const char *text)
 {
     if (reply_text(x, status, text, NULL) != 0)
+        return NEXT_CLOSE;
+    return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
+}
+
+/* OPTIONS: 204 with what the route allows. */
+static enum next reply_options(struct exchange *x, const char *allow)
+{
+    if (reply_text(x, 204, "", allow) != 0)
         return NEXT_CLOSE;
     return x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
 }
@@ -1084,7 +1477,319 @@ static void log_download_cut(const struct exchange *x, const char *name, off_t s
              (long long)sent, (long long)size, why);
 }
 
-static enum next get_file(struct exchange *x, const char *name)
+/* ------------------------------------------------------------------ */
+/* Conditional and range requests (RFC 9110 13 and 14)                */
+/* ------------------------------------------------------------------ */
+
+/* A strong entity tag: '"', three 20-digit numbers, two '-', '"', NUL. */
+#define ETAG_MAX 72
+/* Longest If-None-Match value kept for matching; a longer list never
+ * matches, so the whole file is sent: slower, never wrong. */
+#define IF_NONE_MATCH_MAX 160
+
+/*
+ * What a GET or HEAD asked about the file, taken from the request head
+ * before serve_request consumes it (the head's bytes are overwritten by
+ * what follows).
+ */
+struct conditions {
+    bool if_none_match;             /* If-None-Match present */
+    char none_match[IF_NONE_MATCH_MAX]; /* its value; "" when too long */
+    time_t if_modified_since;       /* -1: absent or not a valid date */
+    bool range;                     /* a valid single byte range */
+    long long first, last;          /* bytes=first-last; last -1: to the end */
+    long long suffix;               /* bytes=-suffix; -1: not that form */
+    bool if_range;                  /* If-Range present */
+    char range_tag[ETAG_MAX];       /* its entity tag, or "" */
+    time_t range_date;              /* its date, or -1 */
+};
+
+/*
+ * Match s[0..n) against one HTTP-date shape into *tm: 'D' a digit of the
+ * day ('_' one that may be a space, for asctime's " 6"), 'Y' of the year,
+ * 'h', 'i', 's' of the hour, minute and second, 'M' a letter of the month
+ * name, 'a' any letter; anything else stands for itself.
+ */
+static bool match_date_shape(const char *s, size_t n, const char *shape, struct tm *tm)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    static const char fields[] = "DYhis";
+    int v[5] = { 0 };       /* day, year, hour, minute, second */
+    const char *month = NULL;
+
+    if (n != strlen(shape))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char got = (unsigned char)s[i];
+        const char *field = strchr(fields, shape[i] == '_' ? 'D' : shape[i]);
+        if (shape[i] == '_' && got == ' ')
+            continue;
+        if (field != NULL) {        /* shape[i] is never NUL here */
+            if (got < '0' || got > '9')
+                return false;
+            int k = (int)(field - fields);
+            v[k] = v[k] * 10 + (got - '0');
+        } else if (shape[i] == 'M' || shape[i] == 'a') {
+            if (!((got >= 'a' && got <= 'z') || (got >= 'A' && got <= 'Z')))
+                return false;
+            if (shape[i] == 'M' && month == NULL)
+                month = s + i;
+        } else if (got != (unsigned char)shape[i]) {
+            return false;
+        }
+    }
+    const char *m = NULL;
+    for (size_t k = 0; month != NULL && k + 3 <= sizeof months - 1 && m == NULL; k += 3)
+        if (memcmp(months + k, month, 3) == 0)
+            m = months + k;
+    if (m == NULL || v[0] < 1 || v[0] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 60)
+        return false;
+    memset(tm, 0, sizeof *tm);
+    tm->tm_mday = v[0];
+    tm->tm_mon = (int)((m - months) / 3);
+    tm->tm_year = v[1] - 1900;
+    tm->tm_hour = v[2];
+    tm->tm_min = v[3];
+    tm->tm_sec = v[4];
+    return true;
+}
+
+/*
+ * An HTTP-date as seconds since the epoch, or -1.  All three formats are
+ * accepted (RFC 9110 5.6.7): IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT",
+ * and the obsolete RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT" and asctime
+ * "Sun Nov  6 08:49:37 1994".  Day names are not checked against the date.
+ */
+static time_t parse_http_date(const char *s, size_t n)
+{
+    struct tm tm;
+    size_t name = 0;
+
+    if (match_date_shape(s, n, "aaa, DD MMM YYYY hh:ii:ss GMT", &tm) ||
+        match_date_shape(s, n, "aaa MMM _D hh:ii:ss YYYY", &tm))
+        return timegm(&tm);
+    /* RFC 850: a whole day name, then a two-digit year. */
+    while (name < n && ((s[name] >= 'a' && s[name] <= 'z') || (s[name] >= 'A' && s[name] <= 'Z')))
+        name++;
+    if (name < 6 || !match_date_shape(s + name, n - name, ", DD-MMM-YY hh:ii:ss GMT", &tm))
+        return -1;
+    /* A two-digit year more than 50 years ahead is in the last century
+     * (RFC 9110 5.6.7). */
+    struct tm now;
+    time_t t = time(NULL);
+    if (gmtime_r(&t, &now) == NULL)
+        return -1;
+    int this_year = now.tm_year + 1900;
+    int year = this_year - this_year % 100 + tm.tm_year + 1900;
+    if (year > this_year + 50)
+        year -= 100;
+    tm.tm_year = year - 1900;
+    return timegm(&tm);
+}
+
+/*
+ * Range: "bytes=first-last", "bytes=first-" or "bytes=-suffix" (RFC 9110
+ * 14.1.2).  Anything else - another unit, several ranges, last < first -
+ * is not a range we serve, and is ignored (RFC 9110 14.2 allows it): the
+ * whole file is sent.
+ */
+static void parse_range(const char *s, size_t n, struct conditions *cond)
+{
+    static const char unit[] = "bytes=";
+    const size_t u = sizeof unit - 1;
+
+    if (n <= u || strncasecmp(s, unit, u) != 0)
+        return;
+    s += u;
+    n -= u;
+    const char *dash = memchr(s, '-', n);
+    if (dash == NULL)
+        return;
+    /* Positions are 1*DIGIT, the grammar of Content-Length. */
+    size_t a = (size_t)(dash - s), b = n - a - 1;
+    if (a == 0) {
+        if (!parse_content_length(dash + 1, b, &cond->suffix))
+            return;
+    } else {
+        if (!parse_content_length(s, a, &cond->first))
+            return;
+        if (b > 0 && (!parse_content_length(dash + 1, b, &cond->last) || cond->last < cond->first))
+            return;
+    }
+    cond->range = true;
+}
+
+/* Copy the value to out[0..cap) as a C string, or "" when it does not fit. */
+static void copy_value(const char *s, size_t n, char *out, size_t cap)
+{
+    if (n >= cap)
+        n = 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+static void read_conditions(const struct http_request *req, struct conditions *cond)
+{
+    cond->if_none_match = req->if_none_match != NULL;
+    cond->none_match[0] = '\0';
+    if (cond->if_none_match)
+        copy_value(req->if_none_match, req->if_none_match_len, cond->none_match,
+                   sizeof cond->none_match);
+    cond->if_modified_since = req->if_modified_since == NULL ? -1 :
+        parse_http_date(req->if_modified_since, req->if_modified_since_len);
+    cond->range = false;
+    cond->first = 0;
+    cond->last = -1;
+    cond->suffix = -1;
+    /* Range is defined for GET only (RFC 9110 14.2). */
+    if (req->range != NULL && req->method == HTTP_GET)
+        parse_range(req->range, req->range_len, cond);
+    cond->if_range = req->if_range != NULL;
+    cond->range_tag[0] = '\0';
+    cond->range_date = -1;
+    if (cond->if_range && req->if_range_len > 0 && req->if_range[0] == '"')
+        copy_value(req->if_range, req->if_range_len, cond->range_tag, sizeof cond->range_tag);
+    else if (cond->if_range)
+        cond->range_date = parse_http_date(req->if_range, req->if_range_len);
+}
+
+/*
+ * The file's entity tag: its inode, size and modification time in ns.  An
+ * upload renames a new file over the name, so every upload changes it.
+ * Strong: two versions with the same tag have the same bytes.
+ */
+static void format_etag(const struct stat *st, char *out, size_t cap)
+{
+    struct text t = { .p = out, .end = out + cap };
+
+    text_str(&t, "\"");
+    text_uint(&t, (unsigned long long)st->st_ino, 1);
+    text_str(&t, "-");
+    text_uint(&t, (unsigned long long)st->st_size, 1);
+    text_str(&t, "-");
+    text_uint(&t, (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
+                  (unsigned long long)st->st_mtim.tv_nsec, 1);
+    text_str(&t, "\"");
+    if (!text_end(&t))
+        out[0] = '\0';
+}
+
+/*
+ * Does the If-None-Match list name our tag?  "*" matches any file.  The
+ * comparison is weak (RFC 9110 8.8.3.2): a "W/" prefix is ignored.  An
+ * element that is not a quoted tag matches nothing.
+ */
+static bool none_match_hits(const char *list, const char *etag)
+{
+    size_t tag_len = strlen(etag);
+    const char *p = list;
+
+    if (strcmp(list, "*") == 0)
+        return true;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        const char *end = p;
+        if (*p == '"') {
+            end = strchr(p + 1, '"');
+            if (end == NULL)
+                return false;
+            end++;
+            if ((size_t)(end - p) == tag_len && memcmp(p, etag, tag_len) == 0)
+                return true;
+        }
+        while (*end != '\0' && *end != ',')
+            end++;
+        p = end;
+    }
+    return false;
+}
+
+enum file_answer { ANSWER_FULL, ANSWER_PART, ANSWER_NOT_MODIFIED, ANSWER_UNSATISFIABLE };
+
+/*
+ * Evaluate the conditions in RFC 9110 13.2.2's order: If-None-Match, or
+ * else If-Modified-Since, may answer 304; then a Range (kept only when an
+ * If-Range validator still matches, strongly) answers 206 with
+ * [*first, *first + *len) or 416.  Otherwise the whole file.
+ */
+static enum file_answer decide_file_answer(const struct conditions *cond, const struct stat *st,
+                                           const char *etag, long long *first, long long *len)
+{
+    long long size = (long long)st->st_size;
+
+    *first = 0;
+    *len = size;
+    if (cond->if_none_match) {
+        if (none_match_hits(cond->none_match, etag))
+            return ANSWER_NOT_MODIFIED;
+    } else if (cond->if_modified_since >= 0 && cond->if_modified_since <= time(NULL) &&
+               st->st_mtime <= cond->if_modified_since) {
+        /* A date in the future is not a valid validator: ignored. */
+        return ANSWER_NOT_MODIFIED;
+    }
+    if (!cond->range)
+        return ANSWER_FULL;
+    if (cond->if_range && strcmp(cond->range_tag, etag) != 0 &&
+        (cond->range_date < 0 || cond->range_date != st->st_mtime))
+        return ANSWER_FULL;
+    if (cond->suffix >= 0) {
+        *len = cond->suffix < size ? cond->suffix : size;
+        *first = size - *len;
+        return *len > 0 ? ANSWER_PART : ANSWER_UNSATISFIABLE;
+    }
+    if (cond->first >= size)
+        return ANSWER_UNSATISFIABLE;
+    *first = cond->first;
+    long long last = cond->last < 0 || cond->last >= size ? size - 1 : cond->last;
+    *len = last - cond->first + 1;
+    return ANSWER_PART;
+}
+
+/*
+ * The validator headers, and for a 206 or 416 the Content-Range, into
+ * out[0..cap).  False if they do not fit (a bug: cap is sized for them).
+ */
+static bool format_file_headers(enum file_answer answer, const char *etag,
+                                const struct stat *st, long long first, long long len,
+                                char *out, size_t cap)
+{
+    struct text t = { .p = out, .end = out + cap };
+    char modified[HTTP_DATE_LEN + 1];
+
+    format_http_date(st->st_mtime, modified);
+    if (answer != ANSWER_UNSATISFIABLE) {
+        text_str(&t, "ETag: ");
+        text_str(&t, etag);
+        text_str(&t, "\r\n");
+        if (modified[0] != '\0') {
+            text_str(&t, "Last-Modified: ");
+            text_str(&t, modified);
+            text_str(&t, "\r\n");
+        }
+    }
+    if (answer != ANSWER_NOT_MODIFIED)
+        text_str(&t, "Accept-Ranges: bytes\r\n");
+    if (answer == ANSWER_PART || answer == ANSWER_UNSATISFIABLE) {
+        text_str(&t, "Content-Range: bytes ");
+        if (answer == ANSWER_PART) {
+            text_uint(&t, (unsigned long long)first, 1);
+            text_str(&t, "-");
+            text_uint(&t, (unsigned long long)(first + len - 1), 1);
+        } else {
+            text_str(&t, "*");
+        }
+        text_str(&t, "/");
+        text_uint(&t, (unsigned long long)st->st_size, 1);
+        text_str(&t, "\r\n");
+    }
+    return text_end(&t);
+}
+
+static enum next get_file(struct exchange *x, const char *name,
+                          const struct conditions *cond)
 {
     struct conn *c = x->c;
     /* O_NONBLOCK: opening a FIFO someone left in the data directory would
@@ -1104,22 +1809,35 @@ static enum next get_file(struct exchange *x, const char *name)
         next = reply_error(x, 404, NULL);
         goto out_close;
     }
+    /*
+     * The open descriptor pins this version of the file: an upload that
+     * renames a new version over NAME meanwhile does not change the bytes
+     * we send, so Content-Length and the validators stay true.
+     */
+    char etag[ETAG_MAX], extra[RESPONSE_HEAD_MAX / 2];
+    long long first, length;
+    format_etag(&st, etag, sizeof etag);
+    enum file_answer answer = decide_file_answer(cond, &st, etag, &first, &length);
+    if (!format_file_headers(answer, etag, &st, first, length, extra, sizeof extra)) {
+        next = reply_failure(x, name, "formatting the headers", ENOBUFS);
+        goto out_close;
+    }
+    if (answer == ANSWER_UNSATISFIABLE) {
+        next = reply_error(x, 416, extra);
+        goto out_close;
+    }
     chunk = malloc(IO_CHUNK);
     if (chunk == NULL) {
         next = reply_failure(x, name, "malloc", ENOMEM);
         goto out_close;
     }
 
-    /*
-     * The open descriptor pins this version of the file: an upload that
-     * renames a new version over NAME meanwhile does not change the bytes
-     * we send, so Content-Length stays true.
-     */
     stop_keep_alive_if_draining(x);
     struct response r = {
-        .status = 200,
+        .status = answer == ANSWER_PART ? 206 : answer == ANSWER_NOT_MODIFIED ? 304 : 200,
         .content_type = "application/octet-stream",
-        .content_length = (long long)st.st_size,
+        .extra_headers = extra,
+        .content_length = length,
         .head_only = x->head_only,
         .keep_alive = x->keep_alive,
         .http10_keep_alive = x->http10_keep_alive,
@@ -1128,17 +1846,18 @@ static enum next get_file(struct exchange *x, const char *name)
     /* next stays NEXT_CLOSE on every failure: the response is incomplete. */
     if (send_response(c, &r) != 0)
         goto out_send_failed;
-    if (x->head_only) {
+    if (x->head_only || answer == ANSWER_NOT_MODIFIED) {
         next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
         goto out_free;
     }
-    while (sent < st.st_size) {
-        ssize_t n = pread(fd, chunk, IO_CHUNK, sent);
+    while (sent < length) {
+        size_t want = length - sent < IO_CHUNK ? (size_t)(length - sent) : IO_CHUNK;
+        ssize_t n = pread(fd, chunk, want, (off_t)first + sent);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {       /* cannot keep Content-Length's promise: cut */
             char text[128];
-            log_download_cut(x, name, sent, st.st_size,
+            log_download_cut(x, name, sent, length,
                              n == 0 ? "the file shrank" : error_text(errno, text, sizeof text));
             goto out_free;
         }
@@ -1150,7 +1869,7 @@ static enum next get_file(struct exchange *x, const char *name)
     next = x->keep_alive ? NEXT_KEEP : NEXT_CLOSE;
     goto out_free;
 out_send_failed:
-    log_download_cut(x, name, sent, st.st_size,
+    log_download_cut(x, name, sent, length,
                      c->cut ? "cut by shutdown" : "the client is gone or stopped reading");
 out_free:
     free(chunk);
@@ -1175,19 +1894,52 @@ static int write_file_all(int fd, const char *buf, size_t n)
     return 0;
 }
 
-enum body_result { BODY_OK, BODY_GONE, BODY_TIMEOUT, BODY_WRITE_ERROR };
+enum body_result {
+    BODY_OK,
+    BODY_GONE,          /* the client left, or shutdown cut the upload */
+    BODY_TIMEOUT,       /* the body stalled: 408 */
+    BODY_WRITE_ERROR,   /* the file could not take it: 500 or 507 */
+    BODY_BAD            /* chunked framing broken or too big: *status */
+};
+
+/*
+ * The one wait of every body read: receive up to cap bytes into buf, and
+ * *got how many.  Watches force_fd but not drain_fd: an upload in flight at
+ * Ctrl+C is finished, not dropped.  A body may stall no longer than the
+ * head timeout between two reads.
+ */
+static enum body_result recv_body(struct conn *c, char *buf, size_t cap, size_t *got)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, cap, MSG_DONTWAIT);
+        if (n > 0) {
+            *got = (size_t)n;
+            return BODY_OK;
+        }
+        if (n == 0)
+            return BODY_GONE;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return BODY_GONE;
+        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + c->env->header_timeout_ms);
+        if (w == WAIT_TIMEOUT)
+            return BODY_TIMEOUT;
+        if (w != WAIT_READY)
+            return BODY_GONE;
+    }
+}
 
 /*
  * Copy the request body (content_length bytes; the first of them may already
- * be in c->buf) into fd.  Reads never go past the body, so a pipelined next
- * request stays in c->buf or in the socket.  Watches force_fd but not
- * drain_fd: an upload in flight at Ctrl+C is finished, not dropped.
+ * be in c->buf) into fd, or discard it when fd is -1.  Reads never go past
+ * the body, so a pipelined next request stays in c->buf or in the socket.
  */
 static enum body_result copy_body(struct conn *c, long long length, int fd,
                                   int *write_errno)
 {
     size_t buffered = c->len < (unsigned long long)length ? c->len : (size_t)length;
-    if ((*write_errno = write_file_all(fd, c->buf, buffered)) != 0)
+    if (fd >= 0 && (*write_errno = write_file_all(fd, c->buf, buffered)) != 0)
         return BODY_WRITE_ERROR;
     consume(c, buffered);
     long long left = length - (long long)buffered;
@@ -1200,39 +1952,94 @@ static enum body_result copy_body(struct conn *c, long long length, int fd,
         return BODY_WRITE_ERROR;
     }
     enum body_result result = BODY_OK;
-    while (left > 0) {
-        size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
-        ssize_t n = recv(c->fd, chunk, want, MSG_DONTWAIT);
-        if (n > 0) {
-            if ((*write_errno = write_file_all(fd, chunk, (size_t)n)) != 0) {
-                result = BODY_WRITE_ERROR;
-                break;
-            }
-            left -= n;
-            continue;
-        }
-        if (n == 0) {
-            result = BODY_GONE;
-            break;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            result = BODY_GONE;
-            break;
-        }
-        enum wait_result w = wait_fd(c, POLLIN, false, now_ms() + c->env->header_timeout_ms);
-        if (w == WAIT_TIMEOUT) {
-            result = BODY_TIMEOUT;
-            break;
-        }
-        if (w != WAIT_READY) {
-            result = BODY_GONE;
-            break;
-        }
+    while (left > 0 && result == BODY_OK) {
+        size_t n = 0;
+        result = recv_body(c, chunk, left < IO_CHUNK ? (size_t)left : IO_CHUNK, &n);
+        if (result == BODY_OK && fd >= 0 && (*write_errno = write_file_all(fd, chunk, n)) != 0)
+            result = BODY_WRITE_ERROR;
+        left -= (long long)n;
     }
     free(chunk);
     return result;
+}
+
+/*
+ * Decode a chunked request body (Transfer-Encoding: chunked) into fd, or
+ * discard it when fd is -1.  The decoder works in place in c->buf: each
+ * piece received is decoded over itself, written out, and consumed.  Reads
+ * may run past the body's end; whatever follows it (a pipelined request)
+ * stays in c->buf.  The waits are copy_body's (recv_body).  BODY_BAD sets
+ * *status: 400 for broken framing, 413 as soon as a chunk size takes the
+ * total past --max-body, 431 for oversized trailers.
+ */
+static enum body_result read_chunked_body(struct conn *c, int fd, int *write_errno,
+                                          int *status)
+{
+    struct http_chunked d;
+
+    http_chunked_init(&d, c->env->max_body);
+    for (;;) {
+        size_t decoded, used;
+        enum http_parse_result r = http_chunked_decode(&d, c->buf, c->len, c->buf,
+                                                       &decoded, &used, status);
+        if (r == HTTP_PARSE_ERROR)
+            return BODY_BAD;
+        if (fd >= 0 && (*write_errno = write_file_all(fd, c->buf, decoded)) != 0)
+            return BODY_WRITE_ERROR;
+        consume(c, used);
+        if (r == HTTP_PARSE_DONE)
+            return BODY_OK;
+        /* PARTIAL used every byte: c->buf is empty. */
+        size_t got = 0;
+        enum body_result b = recv_body(c, c->buf, HTTP_HEAD_MAX, &got);
+        if (b != BODY_OK)
+            return b;
+        c->len = got;
+    }
+}
+
+/*
+ * Expect: 100-continue: tell the client to send its body, before we read
+ * it.  Only to HTTP/1.1: a 1.0 client knows no 1xx (RFC 9110 15.2).
+ * Returns 0, or -1 when the client is gone.
+ */
+static int send_continue(struct exchange *x)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
+
+    if (!x->req->expect_continue || x->req->minor_version != 1)
+        return 0;
+    return send_all(x->c, &iov, 1);
+}
+
+/*
+ * Read and discard the body of a request that no upload stores.  Returns 0
+ * when it is gone and the route may answer; otherwise -1 and *next (an
+ * error was answered, or the client is gone).
+ */
+static int discard_body(struct exchange *x, enum next *next)
+{
+    struct conn *c = x->c;
+    const struct http_request *req = x->req;
+    int err = 0, status = 400;
+
+    if (!req->chunked && req->content_length > c->env->max_body) {
+        *next = reply_error(x, 413, NULL);      /* before reading any of it */
+        return -1;
+    }
+    if (send_continue(x) != 0) {
+        *next = NEXT_CLOSE;
+        return -1;
+    }
+    enum body_result b = req->chunked ? read_chunked_body(c, -1, &err, &status)
+                                      : copy_body(c, req->content_length, -1, &err);
+    if (b == BODY_OK)
+        return 0;
+    *next = b == BODY_BAD       ? reply_error(x, status, NULL)
+            : b == BODY_TIMEOUT ? reply_error(x, 408, NULL)
+                                : NEXT_CLOSE;   /* client gone or cut */
+    return -1;
 }
 
 /*
@@ -1332,7 +2139,7 @@ static enum next put_file(struct exchange *x, const char *name)
     const struct http_request *req = x->req;
     int dir = c->env->data_dir_fd;
 
-    if (req->content_length < 0)
+    if (req->content_length < 0 && !req->chunked)
         return reply_error(x, 411, NULL);
     if (req->content_length > c->env->max_body)
         return reply_error(x, 413, NULL);   /* before reading any of it */
@@ -1343,19 +2150,16 @@ static enum next put_file(struct exchange *x, const char *name)
     if (fd < 0)
         return reply_failure(x, name, "creating the temporary file", errno);
 
-    if (req->expect_continue && req->minor_version == 1) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        struct iovec iov = { .iov_base = (void *)cont, .iov_len = sizeof cont - 1 };
-        if (send_all(c, &iov, 1) != 0) {
-            upload_temp_remove(dir, tmp, &held);    /* while locked: see below */
-            (void)close(fd);
-            return NEXT_CLOSE;
-        }
+    if (send_continue(x) != 0) {
+        upload_temp_remove(dir, tmp, &held);    /* while locked: see below */
+        (void)close(fd);
+        return NEXT_CLOSE;
     }
 
-    int err = 0;
+    int err = 0, status = 400;
     const char *step = "write";     /* the step that failed, for the log */
-    enum body_result body = copy_body(c, req->content_length, fd, &err);
+    enum body_result body = req->chunked ? read_chunked_body(c, fd, &err, &status)
+                                         : copy_body(c, req->content_length, fd, &err);
     /* On Linux, fsync reports every write error still pending, deferred
      * ones (NFS, quotas) included, so the close() after it has nothing
      * left to report.  The file stays open, and so locked, until it is
@@ -1388,6 +2192,8 @@ static enum next put_file(struct exchange *x, const char *name)
         (void)close(fd);    /* a failed upload: nothing of it to keep */
         if (body == BODY_TIMEOUT)
             return reply_error(x, 408, NULL);
+        if (body == BODY_BAD)
+            return reply_error(x, status, NULL);
         if (body == BODY_WRITE_ERROR)
             return reply_failure(x, name, step, err);
         return NEXT_CLOSE;  /* client gone or cut: nobody to answer */
@@ -1475,9 +2281,9 @@ static long parse_sleep_query(const char *q, size_t n)
 
 /* Where a request goes, decided while its head is still in c->buf. */
 struct route {
-    enum { ROUTE_ROOT, ROUTE_SLEEP, ROUTE_FILE, ROUTE_ERROR } kind;
+    enum { ROUTE_ROOT, ROUTE_SLEEP, ROUTE_FILE, ROUTE_OPTIONS, ROUTE_ERROR } kind;
     int status;                 /* ROUTE_ERROR: what to answer */
-    const char *allow;          /* ROUTE_ERROR 405: the Allow header */
+    const char *allow;          /* ROUTE_OPTIONS, ROUTE_ERROR 405: the Allow header */
     long sleep_ms;              /* ROUTE_SLEEP */
     char name[FILE_NAME_MAX + 1]; /* ROUTE_FILE: a valid file name */
 };
@@ -1489,21 +2295,43 @@ static void route_error(struct route *rt, int status, const char *allow)
     rt->allow = allow;
 }
 
+/* OPTIONS on a route answers what route_error's 405 would list. */
+static void route_allowed(struct route *rt, const struct http_request *req, const char *allow)
+{
+    if (req->method == HTTP_OPTIONS) {
+        rt->kind = ROUTE_OPTIONS;
+        rt->allow = allow;
+    } else {
+        route_error(rt, 405, allow);
+    }
+}
+
 static void resolve_route(const struct http_request *req, struct route *rt)
 {
-    static const char get_head[] = "Allow: GET, HEAD\r\n";
-    static const char get_head_put[] = "Allow: GET, HEAD, PUT\r\n";
+    static const char get_head[] = "Allow: GET, HEAD, OPTIONS\r\n";
+    static const char get_head_post[] = "Allow: GET, HEAD, POST, OPTIONS\r\n";
+    static const char get_head_put[] = "Allow: GET, HEAD, PUT, OPTIONS\r\n";
     const char *t = req->target;
     size_t n = req->target_len;
     bool get_or_head = req->method == HTTP_GET || req->method == HTTP_HEAD;
 
-    if (req->has_transfer_encoding) {
-        route_error(rt, 501, NULL);     /* chunked bodies are not implemented */
+    /* asterisk-form (RFC 9112 3.2.4): OPTIONS about the server as a whole. */
+    if (n == 1 && t[0] == '*') {
+        if (req->method == HTTP_OPTIONS)
+            route_allowed(rt, req, "Allow: GET, HEAD, POST, PUT, OPTIONS\r\n");
+        else
+            route_error(rt, 400, NULL);
         return;
     }
-    /* absolute-form (RFC 9112 3.2.2): use only the path after the authority. */
-    if (n > 7 && strncasecmp(t, "http://", 7) == 0) {
-        const char *slash = memchr(t + 7, '/', n - 7);
+    /* absolute-form (RFC 9112 3.2.2, which a server MUST accept): use only
+     * the path after the authority.  Schemes are case-insensitive. */
+    size_t scheme = 0;
+    if (n > 4 && strncasecmp(t, "http", 4) == 0) {
+        scheme = t[4] == 's' || t[4] == 'S' ? 5 : 4;
+        scheme = n > scheme + 3 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;
+    }
+    if (scheme > 0) {
+        const char *slash = memchr(t + scheme, '/', n - scheme);
         if (slash == NULL) {
             route_error(rt, 400, NULL);
             return;
@@ -1517,14 +2345,16 @@ static void resolve_route(const struct http_request *req, struct route *rt)
     if (t[0] != '/') {
         route_error(rt, 400, NULL);
     } else if (path_len == 1) {
-        if (get_or_head)
+        /* POST / takes a body and discards it: a client (or a conformance
+         * probe) can check that its body is read, whatever its framing. */
+        if (get_or_head || req->method == HTTP_POST)
             rt->kind = ROUTE_ROOT;
         else
-            route_error(rt, 405, get_head);
+            route_allowed(rt, req, get_head_post);
     } else if (path_len == 6 && memcmp(t, "/sleep", 6) == 0) {
         rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -1;
         if (!get_or_head)
-            route_error(rt, 405, get_head);
+            route_allowed(rt, req, get_head);
         else if (rt->sleep_ms < 0)
             route_error(rt, 400, NULL);
         else
@@ -1532,10 +2362,10 @@ static void resolve_route(const struct http_request *req, struct route *rt)
     } else if (path_len > 7 && memcmp(t, "/files/", 7) == 0) {
         const char *name = t + 7;
         size_t name_len = path_len - 7;
-        if (!get_or_head && req->method != HTTP_PUT) {
-            route_error(rt, 405, get_head_put);
-        } else if (!valid_file_name(name, name_len)) {
+        if (!valid_file_name(name, name_len)) {
             route_error(rt, 400, NULL);
+        } else if (!get_or_head && req->method != HTTP_PUT) {
+            route_allowed(rt, req, get_head_put);
         } else {
             rt->kind = ROUTE_FILE;
             memcpy(rt->name, name, name_len);
@@ -1560,19 +2390,35 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     /* A client that ends the connection after this request (Connection:
      * close, or HTTP/1.0 without keep-alive) and sends no body has sent
      * its last byte: see conn_close. */
-    c->client_done = !x.keep_alive && req->content_length <= 0;
-    /* Only PUT reads a body; any other request with one closes afterwards
-     * instead of guessing where the next request starts. */
-    if (req->method != HTTP_PUT && req->content_length > 0)
-        x.keep_alive = false;
+    c->client_done = !x.keep_alive && req->content_length <= 0 && !req->chunked;
 
     struct route rt;
+    struct conditions cond;
     resolve_route(req, &rt);
+    bool stored = rt.kind == ROUTE_FILE && req->method == HTTP_PUT;
+    bool posted = rt.kind == ROUTE_ROOT && req->method == HTTP_POST;
+    /* Only PUT and POST / take a body.  Any other request with one closes
+     * afterwards: a Content-Length body is left unread rather than
+     * guessed past (conn_close discards it), and a chunked one, though
+     * read and discarded below, came where no body belongs. */
+    if (req->method != HTTP_PUT && !posted && (req->content_length > 0 || req->chunked))
+        x.keep_alive = false;
+    if (rt.kind == ROUTE_FILE && req->method != HTTP_PUT)
+        read_conditions(req, &cond);
     /* From here on c->buf holds what follows the head (a body, pipelined
-     * requests), so the target it pointed into is gone. */
+     * requests), so the target and the fields it pointed into are gone. */
     consume(c, req->head_len);
     req->target = NULL;
     req->target_len = 0;
+    req->if_none_match = req->if_modified_since = req->range = req->if_range = NULL;
+
+    /* POST / discards its body.  So does every other route that stores
+     * nothing with a chunked body: its framing is judged as strictly as an
+     * upload's, so a broken one is answered with 400 whatever the route. */
+    enum next next;
+    if (!stored && (req->chunked || (posted && req->content_length > 0)) &&
+        discard_body(&x, &next) != 0)
+        return next;
 
     switch (rt.kind) {
     case ROUTE_ROOT:
@@ -1580,7 +2426,9 @@ static enum next serve_request(struct conn *c, struct http_request *req)
     case ROUTE_SLEEP:
         return route_sleep(&x, rt.sleep_ms);
     case ROUTE_FILE:
-        return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name);
+        return req->method == HTTP_PUT ? put_file(&x, rt.name) : get_file(&x, rt.name, &cond);
+    case ROUTE_OPTIONS:
+        return reply_options(&x, rt.allow);
     case ROUTE_ERROR:
         break;
     }

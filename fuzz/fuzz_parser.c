@@ -35,6 +35,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (req.minor_version != 0 && req.minor_version != 1)
             abort();
+        /* Every field value kept lies inside the head. */
+        {
+            const char *const fields[] = { req.if_none_match, req.if_modified_since, req.range,
+                                     req.if_range };
+            const size_t lens[] = { req.if_none_match_len, req.if_modified_since_len,
+                              req.range_len, req.if_range_len };
+            for (size_t k = 0; k < 4; k++)
+                if (fields[k] != NULL &&
+                    (fields[k] < buf || fields[k] + lens[k] > buf + req.head_len))
+                    abort();
+        }
+        /* A chunked body has no Content-Length, and only HTTP/1.1 has one. */
+        if (req.chunked && (req.content_length != -1 || req.minor_version != 1))
+            abort();
         break;
     case HTTP_PARSE_ERROR:
         if (status < 400 || status > 599)
