@@ -27,7 +27,8 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants clean
+.PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+        clean gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
 
@@ -91,6 +92,9 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c bench/floor.c
 	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
+	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c
+	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c -- -std=c11 -Ilesson
 
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
@@ -115,6 +119,30 @@ fuzz-chunked: fuzz/fuzz_chunked
 	./fuzz/fuzz_chunked -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
 	    fuzz/.corpus-chunked fuzz/corpus_chunked
 
+# gracecheck (gracecheck/README.md): every shutdown check against ./server,
+# which must pass them all; then the same checks against nginx, Python's
+# ThreadingHTTPServer and Go's net/http where installed.
+gracecheck: server
+	$(PYTHON) gracecheck/gracecheck.py --slow '/sleep?ms={ms}' --grace 2 \
+	    -- ./server --port '{port}' --data-dir '{dir}' --grace 2
+
+gracecheck-peers:
+	sh gracecheck/peers.sh $(PYTHON)
+
+# The lesson: lesson/steps/*.patch applied in turn to lesson/naive.c, each
+# stage built (and built again with the race window), gracecheck run on
+# every stage and on ./server, and the matrix compared with
+# lesson/expected.txt.  LESSON_JOBS columns run at once.
+LESSON_BUILD = lesson/build
+LESSON_JOBS ?= 3
+
+lesson-stages:
+	CC="$(CC)" CFLAGS="$(ALL_CFLAGS)" sh lesson/stages.sh $(LESSON_BUILD)
+
+lesson: server lesson-stages
+	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
+	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt $(if $(LESSON_FULL),--full)
+
 bench: server
 	$(PYTHON) bench/bench.py
 
@@ -124,4 +152,5 @@ bench-quick: server
 clean:
 	rm -f server server-race server-asan server-tsan server-asan-race server-tsan-race \
 	    fuzz/fuzz_parser fuzz/fuzz_chunked
-	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked
+	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked \
+	    $(LESSON_BUILD) lesson/__pycache__

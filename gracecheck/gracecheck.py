@@ -1,0 +1,1272 @@
+#!/usr/bin/env python3
+"""gracecheck: does an HTTP server's graceful shutdown keep its promises?
+
+    gracecheck.py [options] -- COMMAND ARGS...
+
+The tool starts COMMAND once per check (and once per repeat), each time in
+its own process group with {port} replaced by a free port and {dir} by a
+fresh private directory.  It waits until the port accepts connections (or
+--ready-line matches a line of the server's stderr), drives real clients
+over 127.0.0.1, sends the stop signal, and watches what the clients see and
+when and how the process exits.  Each check is one function below; its
+docstring names the hole it looks for and where that hole is described.
+
+Exit status: 0 every applicable check passed, 1 a check failed, 2 a usage
+error (or a command that never became ready).  Python 3 standard library
+only.  Read gracecheck/README.md for the options and what each check means.
+"""
+
+import argparse
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import namedtuple
+
+# --------------------------------------------------------------------------
+# The bounds every check is judged by.  They are the contract, stated once.
+
+EXIT_BOUND = 1.0     # an exit the server owes "at once" must come within this
+HANG_BOUND = 5.0     # past this we stop waiting, kill the group and say so
+READY_BOUND = 15.0   # a server that is not ready by then did not start
+SETTLE = 0.3         # time given to the server to take in what we sent
+                     # before the signal: a black box has nothing to wait on
+IO_BOUND = 5.0       # a client waits this long for bytes before giving up
+
+SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "QUIT": signal.SIGQUIT}
+
+Outcome = namedtuple("Outcome", "result figure detail")
+
+
+def passed(figure, detail=""):
+    return Outcome("PASS", figure, detail)
+
+
+def failed(figure, detail=""):
+    return Outcome("FAIL", figure, detail)
+
+
+def not_applicable(reason):
+    return Outcome("n/a", reason, "")
+
+
+class NotReady(Exception):
+    """The server command did not become ready (it exited, or READY_BOUND)."""
+
+
+# --------------------------------------------------------------------------
+# The checks, first: each starts its own server(s) and returns an Outcome.
+# The machinery they use (Server, Client) follows them.
+
+def check_idle_exit(cfg):
+    """Idle server ignores the stop signal (textbook hole 1).
+
+    A loop of `while (!stop) accept(...)` with SA_RESTART (or signal(), which
+    implies it on Linux) restarts accept() after the handler runs, so the
+    flag is only seen when the next client connects: signal(7) "Interruption
+    of system calls and library functions by signal handlers"; accept(2).
+    Pass: every one of --repeat runs exits within 1 s of the signal, status 0.
+    """
+    times = []
+    for run in range(cfg.repeat):
+        with Server(cfg) as server:
+            time.sleep(SETTLE)   # idle means settled, not still starting up
+            server.signal()
+            server.wait_exit(HANG_BOUND)
+            took = server.exit_after_signal()
+            if took is None:
+                return failed(f"no exit within {HANG_BOUND:g} s (run {run + 1})",
+                              "the idle server ignored the signal; killed"
+                              + server.stderr_tail("; stderr: "))
+            times.append(took)
+            if took > EXIT_BOUND or server.status != 0:
+                return failed(f"{ms(took)}, {describe_status(server.status)} (run {run + 1})",
+                              f"exit must come within {EXIT_BOUND:g} s with status 0"
+                              + server.stderr_tail("; stderr: "))
+    return passed(f"median {ms(statistics.median(times))} over {len(times)} "
+                  f"(max {ms(max(times))}), status 0")
+
+
+def check_signal_race(cfg):
+    """Signal lost between the flag check and the wait (textbook hole 2).
+
+    `while (!stop) accept()` loses a signal that lands after `!stop` is read
+    and before accept() blocks; the fix is pselect/ppoll with the signal
+    unblocked only inside the wait, or a self-pipe: pselect(2) "The reason
+    that pselect() is needed"; signal-safety(7).  The signal is sent right
+    after readiness 20 times, and 20 times right as a connection arrives
+    (its request, with Connection: close, sent just before the signal, so
+    no keep-alive connection is left to hold the exit).
+    Pass: the server never hangs (every run exits within 5 s).
+    """
+    times = []
+    for when in ("after readiness", "as a connection arrives"):
+        for run in range(20):
+            with Server(cfg) as server:
+                client = None
+                if when != "after readiness":
+                    client = Client(server.port)
+                    client.send(client.request(cfg.path, close=True))
+                server.signal()
+                server.wait_exit(HANG_BOUND)
+                took = server.exit_after_signal()
+                if client:
+                    client.close()
+                if took is None:
+                    return failed(f"hung {when} (run {run + 1} of 20)",
+                                  f"no exit within {HANG_BOUND:g} s; killed")
+                times.append(took)
+    return passed(f"40 of 40 exited, max {ms(max(times))}")
+
+
+def check_refuse_new(cfg):
+    """Listener left open while draining: new clients hang in the backlog.
+
+    Once the server has decided to stop, a connection it will never serve
+    should be refused at once (ECONNREFUSED), not accepted by the kernel into
+    a backlog nobody reads and reset later: listen(2), close(2) of a
+    listening socket; Go's Server.Shutdown "first closing all open
+    listeners".  A slow request keeps the server draining.  Pass: a new
+    connection is refused within 1 s of the signal.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    with Server(cfg) as server:
+        slow = start_slow(server, 2500)
+        time.sleep(SETTLE)
+        server.signal()
+        accepted = 0
+        while True:
+            now = time.monotonic()
+            if now - server.signal_at > HANG_BOUND:
+                return failed(f"no refusal within {HANG_BOUND:g} s",
+                              f"{accepted} new connections accepted after the signal")
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1.0):
+                    accepted += 1
+            except ConnectionRefusedError:
+                took = time.monotonic() - server.signal_at
+                break
+            except OSError:
+                accepted += 1   # a connect that timed out: a full backlog
+            time.sleep(0.005)
+        state = "while draining" if server.alive() else "after the process exited"
+        for c in slow:
+            c.close()
+        figure = f"first refusal {ms(took)} after the signal ({state})"
+        if took > EXIT_BOUND:
+            return failed(figure, f"{accepted} new connections were accepted after the signal")
+        return passed(figure, f"{accepted} connections accepted after the signal before that")
+
+
+def check_in_flight(cfg):
+    """In-flight requests cut at shutdown.
+
+    A graceful stop finishes the requests it has already started: Go's
+    Server.Shutdown "waiting indefinitely for connections to return to idle";
+    nginx's QUIT "graceful shutdown" (nginx.org/en/docs/control.html).
+    20 slow requests (1 s) are in flight when the signal comes; each client
+    closes its connection once it has its response, as curl would (a client
+    that keeps it open is idle-keepalive's business).
+    Pass: all 20 get a whole 200 response, and the process exits within 1 s
+    of the last one.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    with Server(cfg) as server:
+        clients = start_slow(server, 1000, count=20)
+        time.sleep(SETTLE)
+        server.signal()
+        replies, times = read_in_threads(clients, close=True)
+        last = max(times)
+        server.wait_exit(max(0.0, last + HANG_BOUND - time.monotonic()))
+        for c in clients:
+            c.close()
+        whole = sum(1 for r in replies if r.kind == "ok" and r.status == 200)
+        if whole < 20:
+            return failed(f"{whole} of 20 whole",
+                          summarize(r.kind if r.kind != "ok" else f"status {r.status}"
+                                    for r in replies)
+                          + f"; process {describe_status(server.status)}")
+        if server.exit_at is None:
+            return failed(f"20 of 20 whole; no exit within {HANG_BOUND:g} s after the last",
+                          "killed")
+        after = server.exit_at - last
+        figure = f"20 of 20 whole; exit {ms(max(after, 0))} after the last response"
+        if after > EXIT_BOUND:
+            return failed(figure, f"exit must come within {EXIT_BOUND:g} s of the last response")
+        return passed(figure, describe_status(server.status))
+
+
+def check_conn_close(cfg):
+    """Keep-alive response during the drain without Connection: close, or RST.
+
+    A server that will close a connection after a response should say so in
+    that response ("close" connection option) and close in stages so the
+    client reads it, not with a RST: RFC 9112 section 9.6 "Tear-down";
+    RFC 1122 4.2.2.13 (close with unread data sends RST).
+    Pass: a keep-alive response written during the drain carries
+    `Connection: close`, and the connection then ends with FIN (EOF).
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    with Server(cfg) as server:
+        (client,) = start_slow(server, 800)
+        time.sleep(SETTLE)
+        server.signal()
+        reply = client.read_reply()
+        if reply.kind != "ok":
+            client.close()
+            return failed(f"response {reply.kind}", "the request in flight was not answered")
+        says = reply.headers.get("connection", "")
+        end = client.read_end()
+        client.close()
+        figure = f"Connection: {says or '(none)'}; then {end}"
+        if "close" not in says.lower():
+            return failed(figure, "a response written during the drain must say Connection: close")
+        if end != "eof":
+            return failed(figure, "the connection must end with a FIN (EOF), not a RST")
+        return passed(figure)
+
+
+def check_idle_keepalive(cfg):
+    """Idle keep-alive connections hold the exit (textbook hole 5).
+
+    Joining every connection thread waits forever on a client that keeps its
+    connection open and sends nothing; idle connections must be closed at
+    once (RFC 9112 section 9.6: a server may close an idle connection at any
+    time; Go's Shutdown "closing all idle connections").  100 connections
+    served once and kept open, 100 that never sent a byte.
+    Pass: exit within 1 s; every client reads EOF, none a RST.
+    """
+    with Server(cfg) as server:
+        clients = []
+        for i in range(200):
+            c = open_client(server.port)
+            if c is None:
+                return failed(f"connection {i + 1} refused before the signal")
+            if i % 2 == 0:
+                reply = c.get(cfg.path)
+                if reply.kind != "ok":
+                    return failed(f"{cfg.path} got {reply.kind} before the signal")
+            clients.append(c)
+        time.sleep(SETTLE)
+        server.signal()
+        ends = read_ends(clients, HANG_BOUND)
+        server.wait_exit(max(0.0, server.signal_at + HANG_BOUND - time.monotonic()))
+        took = server.exit_after_signal()
+        for c in clients:
+            c.close()
+        eofs = ends.count("eof")
+        figure = (f"exit {ms(took)}" if took is not None else f"no exit in {HANG_BOUND:g} s") \
+            + f"; {eofs} of 200 EOF"
+        if took is None or took > EXIT_BOUND:
+            return failed(figure, "exit must come within 1 s with idle connections open")
+        if eofs < 200:
+            return failed(figure, summarize(ends))
+        return passed(figure, describe_status(server.status))
+
+
+def read_ends(clients, timeout):
+    """Wait (all at once) for each idle client's connection to end.  Each
+    closes its side once it has read the end, as a real client would."""
+    ends = ["timeout"] * len(clients)
+    sel = selectors.DefaultSelector()
+    for i, c in enumerate(clients):
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + timeout
+    pending = len(clients)
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+            i = key.data
+            try:
+                data = key.fileobj.recv(65536)
+                if data:
+                    ends[i] = "data"   # bytes we did not ask for
+                    continue
+                ends[i] = "eof"
+            except ConnectionResetError:
+                ends[i] = "reset"
+            except BlockingIOError:
+                continue
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            pending -= 1
+    sel.close()
+    return ends
+
+
+def check_partial_request(cfg):
+    """A request head that was arriving when the signal came is dropped.
+
+    The server treats a connection whose head is half read as idle and
+    closes it, though the client has started a request it must answer
+    (RFC 9112 section 9.6; section 9.5 "Failures and Timeouts": close idle
+    connections, not ones mid-request).  The rest of the head is sent
+    100 ms after the signal.  Pass: the whole response arrives.
+    """
+    with Server(cfg) as server:
+        client = Client(server.port)
+        req = client.request(cfg.path)
+        cut = req.index(b"\r\n") + 2
+        client.send(req[:cut])
+        time.sleep(SETTLE)
+        server.signal()
+        time.sleep(0.1)
+        try:
+            client.send(req[cut:])
+            reply = client.read_reply()
+        except OSError as e:
+            reply = Reply("reset" if isinstance(e, ConnectionResetError) else "eof", None, {}, b"")
+        client.close()
+        server.wait_exit(HANG_BOUND)
+        if reply.kind != "ok":
+            return failed(f"response {reply.kind}",
+                          "the half-sent request was not answered"
+                          + f"; process {describe_status(server.status)}")
+        return passed(f"status {reply.status}, whole")
+
+
+def check_pipelined(cfg):
+    """Pipelined requests that had already arrived are dropped at drain.
+
+    A server must answer, in order, every request it has received on a
+    connection before it closes it (RFC 9112 section 9.3.2 "Pipelining");
+    dropping them silently loses requests the client will not retry if
+    they are not idempotent.  A slow request and two cheap ones are sent in
+    one write; the signal comes while the slow one runs.
+    Pass: all three are answered.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    with Server(cfg) as server:
+        client = Client(server.port)
+        client.send(client.request(cfg.slow_path(600)) + client.request(cfg.path)
+                    + client.request(cfg.path))
+        time.sleep(SETTLE)
+        server.signal()
+        replies = []
+        for _ in range(3):
+            r = client.read_reply()
+            replies.append(r)
+            if r.kind != "ok":
+                break
+        client.close()
+        server.wait_exit(HANG_BOUND)
+        answered = sum(1 for r in replies if r.kind == "ok")
+        figure = f"{answered} of 3 answered"
+        if answered < 3:
+            return failed(figure, f"then {replies[-1].kind}; process {describe_status(server.status)}")
+        return passed(figure, f"last says Connection: {replies[-1].headers.get('connection', '(none)')}")
+
+
+def check_backlog(cfg):
+    """Connections waiting in the backlog are reset at shutdown.
+
+    Closing a listening socket resets every connection still queued in its
+    backlog, though the kernel completed their handshake and their clients
+    have sent a request (listen(2), "backlog"; tcp(7)).  The server is stopped
+    with SIGSTOP while 4 clients connect and send; then the signal and
+    SIGCONT.  Pass: each one is answered, or closed with a FIN before any
+    byte of a response; none is reset or truncated.
+    """
+    with Server(cfg) as server:
+        time.sleep(SETTLE)
+        server.signal_group(signal.SIGSTOP)
+        try:
+            if not wait_until(lambda: group_stopped(server.proc.pid), HANG_BOUND):
+                return failed("could not stop the server with SIGSTOP")
+            clients = []
+            for _ in range(4):
+                c = Client(server.port, connect=False)
+                c.sock.settimeout(0.5)
+                try:
+                    c.sock.connect(("127.0.0.1", server.port))
+                except OSError:
+                    c.close()
+                    continue   # the backlog is full: not this check's concern
+                c.sock.settimeout(IO_BOUND)
+                c.send(c.request(cfg.path))
+                clients.append(c)
+            server.signal()
+        finally:
+            server.signal_group(signal.SIGCONT)
+        replies, _ = read_in_threads(clients)
+        for c in clients:
+            c.close()
+        server.wait_exit(HANG_BOUND)
+        kinds = ["answered" if r.kind == "ok" else
+                 "closed (FIN)" if r.kind == "eof" else r.kind for r in replies]
+        figure = summarize(kinds) or "no client connected"
+        bad = [k for k in kinds if k not in ("answered", "closed (FIN)")]
+        if not clients:
+            return failed(figure, "no connection completed while the server was stopped")
+        if bad:
+            return failed(figure, "a client that sent a whole request must not be reset")
+        return passed(figure, describe_status(server.status))
+
+
+def check_deadline(cfg):
+    """No drain deadline: one slow client holds the exit forever (hole 5).
+
+    A drain must end: after the grace period what is left is cut and the
+    exit status says so (systemd.kill(5): TimeoutStopSec then SIGKILL; Go's
+    Shutdown takes a context for exactly this; nginx
+    worker_shutdown_timeout).  A request slower than --grace G is in flight.
+    Pass: exit within G + 1 s of the signal, non-zero status, request cut.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    if cfg.grace is None:
+        return not_applicable("needs --grace")
+    bound = cfg.grace + EXIT_BOUND
+    with Server(cfg) as server:
+        (client,) = start_slow(server, int((cfg.grace + 3) * 1000))
+        time.sleep(SETTLE)
+        server.signal()
+        server.wait_exit(bound + HANG_BOUND)
+        reply = client.read_reply() if server.exit_at is not None else None
+        client.close()
+        took = server.exit_after_signal()
+        if took is None:
+            return failed(f"no exit within {bound + HANG_BOUND:g} s", "killed")
+        figure = f"exit {ms(took)} after the signal (bound {bound:g} s), {describe_status(server.status)}"
+        if took > bound:
+            return failed(figure, "the grace deadline was not enforced")
+        if server.status == 0:
+            return failed(figure, "work was cut, yet the status says success")
+        if reply is not None and reply.kind == "ok" and reply.status == 200:
+            return failed(figure, "the slow request was answered: it was not cut")
+        return passed(figure, f"the slow request: {reply.kind if reply else '?'}")
+
+
+def check_second_signal(cfg):
+    """A second signal does not cut the drain short.
+
+    The operator who presses Ctrl+C twice wants out now: the second signal
+    should cut what is left and exit non-zero (Go's signal.NotifyContext
+    docs: "stop ... restores the default behavior"; nginx documents TERM/INT
+    as "fast shutdown", QUIT as graceful).  A long request is in flight, the
+    signal comes, and a second one 300 ms later.
+    Pass: exit within 1 s of the second signal, non-zero status.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    long_ms = int(max(10.0, (cfg.grace or 0) + 10) * 1000)
+    with Server(cfg) as server:
+        (client,) = start_slow(server, long_ms)
+        time.sleep(SETTLE)
+        server.signal()
+        if server.wait_exit(0.3):
+            client.close()
+            return failed(f"exited {describe_status(server.status)} before the second signal",
+                          "the first signal did not wait for the request in flight")
+        second_at = time.monotonic()
+        server.signal()
+        server.wait_exit(HANG_BOUND)
+        client.close()
+        if server.exit_at is None:
+            return failed(f"no exit within {HANG_BOUND:g} s of the second signal", "killed")
+        took = server.exit_at - second_at
+        figure = f"exit {ms(took)} after the second signal, {describe_status(server.status)}"
+        if took > EXIT_BOUND or server.status == 0:
+            return failed(figure, "must exit within 1 s, non-zero")
+        if cfg.grace is not None and server.exit_after_signal() >= cfg.grace - 0.05:
+            return failed(figure, f"the exit came with the grace deadline ({cfg.grace:g} s), "
+                                  "not with the second signal")
+        return passed(figure)
+
+
+def check_under_load(cfg):
+    """Requests lost or reset when the signal comes under load.
+
+    Under a stream of new connections and busy keep-alive connections the
+    drain races with accept() and with requests arriving on idle connections:
+    a request already fully sent must be answered or its connection closed
+    cleanly (RFC 9112 section 9.3.1 "Retrying Requests": the client may then
+    retry), never reset or truncated (RFC 9112 section 9.6).
+    32 keep-alive clients plus 2 threads opening new connections; the signal
+    after 0.5 s.  Pass: 0 truncated, 0 reset after a request was sent.
+    """
+    with Server(cfg) as server:
+        lock = threading.Lock()
+        counts = {"completed": 0, "refused": 0, "closed": 0, "truncated": 0,
+                  "reset": 0, "reset before sending": 0, "timeout": 0}
+        stop_at = [time.monotonic() + 0.5 + HANG_BOUND]
+        bad = []     # where each reset, truncation or timeout happened
+
+        def count(kind, where=""):
+            kind = {"ok": "completed", "eof": "closed"}.get(kind, kind)
+            with lock:
+                counts[kind] += 1
+                if kind in ("reset", "truncated", "timeout") and len(bad) < 5:
+                    after = time.monotonic() - server.signal_at if server.signal_at else None
+                    bad.append(f"{kind} on {where}"
+                               + (f", {ms(after)} after the signal" if after is not None
+                                  else ", before the signal"))
+
+        def keepalive_client():
+            c = open_client(server.port)
+            if c is None:
+                count("refused")
+                return
+            with c.sock:
+                n = 0
+                while time.monotonic() < stop_at[0]:
+                    n += 1
+                    reply = c.get(cfg.path)
+                    count(reply.kind, f"keep-alive request {n}")
+                    if reply.kind != "ok" or "close" in reply.headers.get("connection", "").lower():
+                        return
+
+        def new_connections():
+            n = 0
+            while time.monotonic() < stop_at[0] and n < 5000:
+                n += 1
+                c = open_client(server.port)
+                if c is None:
+                    count("refused")
+                    if not server.alive():
+                        return
+                    time.sleep(0.005)
+                    continue
+                with c.sock:
+                    count(c.get(cfg.path).kind, "a new connection")
+
+        def guarded(body):
+            def run():
+                try:
+                    body()
+                except socket.timeout:
+                    count("timeout", "connect")      # a connect left hanging
+                except OSError as e:
+                    count("reset", f"connect ({e.strerror or e})")
+            return run
+
+        threads = [threading.Thread(target=guarded(keepalive_client), daemon=True)
+                   for _ in range(32)]
+        threads += [threading.Thread(target=guarded(new_connections), daemon=True)
+                    for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        server.signal()
+        server.wait_exit(HANG_BOUND)
+        stop_at[0] = min(stop_at[0], time.monotonic())
+        for t in threads:
+            t.join()
+        took = server.exit_after_signal()
+        figure = (f"{counts['completed']} completed, {counts['refused']} refused, "
+                  f"{counts['closed']} closed before a response, "
+                  f"{counts['truncated']} truncated, {counts['reset']} reset")
+        if counts["reset before sending"]:
+            figure += f" ({counts['reset before sending']} more before sending)"
+        if counts["timeout"]:
+            figure += f", {counts['timeout']} timed out"
+        if took is None:
+            return failed(figure, f"no exit within {HANG_BOUND:g} s; killed")
+        if counts["truncated"] or counts["reset"] or counts["timeout"]:
+            return failed(figure, f"exit {ms(took)} after the signal; " + "; ".join(bad))
+        return passed(figure, f"exit {ms(took)} after the signal, {describe_status(server.status)}")
+
+
+def check_no_pileup(cfg):
+    """Finished connections leave threads or descriptors behind (hole 4).
+
+    A thread that is never joined (nor detached) keeps its stack and its
+    slot until exit; a socket never closed keeps a descriptor:
+    pthread_join(3) "Failure to join with a thread that is joinable ...
+    produces a zombie thread"; close(2).  2,000 sequential connections.
+    Pass: the process group's threads and descriptors return within +-2 of
+    the baseline taken after a warm-up.
+    """
+    with Server(cfg) as server:
+        pgid = server.proc.pid
+
+        def one():
+            c = Client(server.port)
+            with c.sock:
+                return c.get(cfg.path, close=True)
+
+        for _ in range(20):
+            one()
+        time.sleep(SETTLE)
+        base = group_usage(pgid)
+        bad, done, give_up = None, 0, time.monotonic() + 120
+        while done < 2000 and time.monotonic() < give_up:
+            try:
+                reply = one()
+            except OSError as e:
+                reply = Reply(f"error ({e.strerror or e})", None, {}, b"")
+            if reply.kind != "ok":
+                bad = reply.kind
+                break
+            done += 1
+        near = wait_until(lambda: all(abs(a - b) <= 2 for a, b in
+                                      zip(group_usage(pgid), base)), 3.0, 0.05)
+        after = group_usage(pgid)
+        figure = (f"threads {base[0]} -> {after[0]}, descriptors {base[1]} -> {after[1]}")
+        if bad:
+            return failed(figure + f"; connection {done + 1} of 2000: {bad}",
+                          "the server stopped answering")
+        if done < 2000:
+            return failed(figure + f"; only {done} of 2000 connections in 120 s")
+        if not near:
+            return failed(figure, "not back within +-2 of the baseline 3 s after the last connection")
+        return passed(figure)
+
+
+def check_sigpipe(cfg):
+    """SIGPIPE kills the server (textbook hole 6).
+
+    Writing to a socket whose peer has reset the connection raises SIGPIPE,
+    whose default action ends the process: send(2) "EPIPE ... the calling
+    thread also receives SIGPIPE, unless MSG_NOSIGNAL is set"; signal(7).
+    A client pipelines 2,000 requests, reads the start of the answers, and
+    resets; three times.  Pass: the server lives and still answers.
+    """
+    with Server(cfg) as server:
+        for _ in range(3):
+            c = Client(server.port)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.send(c.request(cfg.path) * 2000)
+            c.read_reply()
+            c.reset()
+            time.sleep(0.1)
+            if not server.alive():
+                break
+        if server.wait_exit(SETTLE):
+            return failed(describe_status(server.status), "the server died after a client reset")
+        reply = Client(server.port).get(cfg.path, close=True)
+        if reply.kind != "ok":
+            return failed(f"then {cfg.path}: {reply.kind}", "the server no longer answers")
+        return passed("alive and answering after 3 resets")
+
+
+def check_exit_status(cfg):
+    """The exit status lies about what happened to the work.
+
+    A supervisor or a script only sees the status: 0 must mean every request
+    finished, non-zero that work was cut (exit(3); systemd.service(5)
+    SuccessExitStatus=).  A clean drain of a 300 ms request, then a cut:
+    a request past --grace if given, otherwise a second signal.
+    Pass: 0 for the clean drain, non-zero for the cut.
+    """
+    if not cfg.slow:
+        return not_applicable("needs --slow")
+    with Server(cfg) as server:
+        (client,) = start_slow(server, 300)
+        time.sleep(0.1)
+        server.signal()
+        reply = client.read_reply()
+        client.close()
+        server.wait_exit(HANG_BOUND)
+        clean = server.status
+        if reply.kind != "ok" or clean != 0:
+            return failed(f"clean drain: {describe_status(clean)}, request {reply.kind}",
+                          "a drain that finished its work must exit 0")
+    with Server(cfg) as server:
+        long_ms = int(((cfg.grace or 0) + 10) * 1000)
+        (client,) = start_slow(server, long_ms)
+        time.sleep(SETTLE)
+        server.signal()
+        how = "past the grace period"
+        if cfg.grace is None:
+            how = "second signal"
+            if not server.wait_exit(0.3):
+                server.signal()
+        server.wait_exit((cfg.grace or 0) + HANG_BOUND)
+        client.close()
+        cut = server.status
+        figure = f"clean drain: {describe_status(clean)}; cut ({how}): {describe_status(cut)}"
+        if cut is None:
+            return failed(figure, "no exit; killed")
+        if cut == 0:
+            return failed(figure, "work was cut, yet the status says success")
+        return passed(figure)
+
+
+CHECKS = [
+    ("idle-exit", check_idle_exit),
+    ("signal-race", check_signal_race),
+    ("refuse-new", check_refuse_new),
+    ("in-flight", check_in_flight),
+    ("conn-close", check_conn_close),
+    ("idle-keepalive", check_idle_keepalive),
+    ("partial-request", check_partial_request),
+    ("pipelined", check_pipelined),
+    ("backlog", check_backlog),
+    ("deadline", check_deadline),
+    ("second-signal", check_second_signal),
+    ("under-load", check_under_load),
+    ("no-pileup", check_no_pileup),
+    ("sigpipe", check_sigpipe),
+    ("exit-status", check_exit_status),
+]
+
+
+# --------------------------------------------------------------------------
+# The server under test: one process group, watched from start to reaping.
+
+LIVE_SERVERS = set()   # reached by the tool's own signal handlers: killed on exit
+
+
+class Server:
+    """One run of the command, in its own session and process group.
+
+    The leader is reaped only after its whole group has been killed: while it
+    is an unreaped zombie its PID (and so its process group ID) cannot be
+    reused, so killpg() can never reach a stranger's process.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.dir = tempfile.mkdtemp(prefix="gracecheck-")
+        self.port = None
+        self.proc = None
+        self.lines = []              # (stream, text) as the server printed them
+        self.exit_at = None          # time.monotonic() of the leader's exit
+        self.status = None           # returncode: >= 0 exit status, < 0 -signal
+        self.signal_at = None
+        self._reaping = threading.Lock()   # no signal may race the reaping
+        self._exited = threading.Event()
+        self._ready_line = threading.Event()
+
+    # ---- start and readiness
+
+    def start(self):
+        self.port = free_port()
+        argv = [a.replace("{port}", str(self.port)).replace("{dir}", self.dir)
+                for a in self.cfg.command]
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            raise NotReady(f"cannot run {argv[0]}: {e.strerror}") from None
+        LIVE_SERVERS.add(self)
+        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
+            threading.Thread(target=self._collect, args=(stream, name), daemon=True).start()
+        threading.Thread(target=self._watch_exit, daemon=True).start()
+        self._wait_ready()
+        return self
+
+    def _collect(self, stream, name):
+        for raw in iter(stream.readline, b""):
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append((name, text))
+            if (name == "stderr" and self.cfg.ready_line
+                    and re.search(self.cfg.ready_line, text)):
+                self._ready_line.set()
+        stream.close()
+
+    def _watch_exit(self):
+        # WNOWAIT: learn the exit time now, but leave the zombie in place
+        # until the group is killed (see the class docstring).
+        while True:
+            try:
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+        self.exit_at = time.monotonic()
+        with self._reaping:
+            kill_group(self.proc.pid)
+            self.status = self.proc.wait()
+            self._exited.set()
+        LIVE_SERVERS.discard(self)
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_BOUND
+        while time.monotonic() < deadline:
+            if self._exited.is_set():
+                raise NotReady(f"exited before it was ready ({describe_status(self.status)};"
+                               " a server that daemonizes must run in the foreground)"
+                               + self.stderr_tail(" stderr: "))
+            if self.cfg.ready_line:
+                if self._ready_line.wait(0.01):
+                    return
+            elif port_accepts(self.port):
+                return
+            else:
+                time.sleep(0.01)
+        self.kill()
+        raise NotReady(f"not ready within {READY_BOUND:g} s" + self.stderr_tail(" stderr: "))
+
+    # ---- signals and exit
+
+    def signal(self, sig=None):
+        """The stop signal, to the leader only, as `kill PID` would send it.
+        Once the leader is reaped its PID may belong to someone else: no
+        signal is sent then."""
+        if self.signal_at is None:
+            self.signal_at = time.monotonic()
+        with self._reaping:
+            if not self._exited.is_set():
+                os.kill(self.proc.pid, sig or self.cfg.signal)
+
+    def signal_group(self, sig):
+        with self._reaping:
+            if not self._exited.is_set():
+                kill_group(self.proc.pid, sig)
+
+    def alive(self):
+        return not self._exited.is_set()
+
+    def wait_exit(self, timeout):
+        """True if the leader exited within timeout seconds from now."""
+        return self._exited.wait(timeout)
+
+    def exit_after_signal(self):
+        """Seconds from the first signal to the exit (None if no exit)."""
+        if self.exit_at is None or self.signal_at is None:
+            return None
+        return self.exit_at - self.signal_at
+
+    def kill(self):
+        """SIGKILL the whole group and wait until it is reaped."""
+        if self.proc is not None:
+            self.signal_group(signal.SIGKILL)
+            self._exited.wait(HANG_BOUND)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stderr_tail(self, prefix, n=3):
+        tail = [t for s, t in self.lines if s == "stderr"][-n:]
+        return prefix + " | ".join(tail) if tail else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+
+def kill_group(pgid, sig=signal.SIGKILL):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass   # nothing left in the group (EPERM: only zombies remain)
+
+
+def kill_live_servers():
+    for server in list(LIVE_SERVERS):
+        server.kill()
+
+
+def group_members(pgid):
+    """PIDs of the live (non-zombie) processes in process group pgid."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue   # exited while we looked
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def group_usage(pgid):
+    """(threads, descriptors) summed over the process group's members."""
+    threads = fds = 0
+    for pid in group_members(pgid):
+        try:
+            threads += len(os.listdir(f"/proc/{pid}/task"))
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return threads, fds
+
+
+def group_stopped(pgid):
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] not in "Tt":
+            return False
+    return True
+
+
+def describe_status(status):
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"status {status}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(cond, timeout, interval=0.005):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def ms(seconds):
+    milli = seconds * 1000
+    return f"{milli:.1f} ms" if abs(milli) < 10 else f"{milli:.0f} ms"
+
+
+# --------------------------------------------------------------------------
+# A small HTTP/1.1 client that reports exactly what the wire did.
+
+Reply = namedtuple("Reply", "kind status headers body")
+# kind: "ok" a whole response; "eof" the connection closed before any byte
+# of it (a clean refusal); "truncated" part of a response, then the end;
+# "reset" a RST after the request was sent; "reset before sending" a RST
+# that made the send itself fail; "timeout" nothing for IO_BOUND.
+
+
+class Client:
+    """One TCP connection to the server, with a read buffer for pipelining."""
+
+    def __init__(self, port, timeout=IO_BOUND, connect=True):
+        self.port = port
+        self.buf = b""
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if connect:
+            self.sock.connect(("127.0.0.1", port))
+
+    def request(self, path, close=False):
+        return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                + ("Connection: close\r\n" if close else "")
+                + "\r\n").encode()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def get(self, path, close=False):
+        try:
+            self.send(self.request(path, close))
+        except ConnectionResetError:
+            return Reply("reset before sending", None, {}, b"")
+        except BrokenPipeError:
+            return Reply("eof", None, {}, b"")
+        return self.read_reply()
+
+    def _fill(self):
+        """Read more bytes; '' on EOF, or the error kind."""
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            return "reset"
+        except socket.timeout:
+            return "timeout"
+        if not chunk:
+            return "eof"
+        self.buf += chunk
+        return ""
+
+    def read_reply(self):
+        """The next whole response, or what cut it short."""
+        while b"\r\n\r\n" not in self.buf:
+            err = self._fill()
+            if err:
+                if err == "eof" and self.buf:
+                    err = "truncated"
+                if err == "reset" and self.buf:
+                    err = "truncated"
+                return Reply(err, None, {}, self.buf)
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            return Reply("truncated", None, {}, self.buf)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.buf = rest
+        if "content-length" in headers:
+            need = int(headers["content-length"])
+            while len(self.buf) < need:
+                err = self._fill()
+                if err:
+                    return Reply("truncated", status, headers, self.buf)
+            body, self.buf = self.buf[:need], self.buf[need:]
+            return Reply("ok", status, headers, body)
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            return self._read_chunked(status, headers)
+        if status in (204, 304) or 100 <= status < 200:
+            return Reply("ok", status, headers, b"")
+        while True:                    # delimited by the close itself
+            err = self._fill()
+            if err == "eof":
+                body, self.buf = self.buf, b""
+                return Reply("ok", status, headers, body)
+            if err:
+                return Reply("truncated", status, headers, self.buf)
+
+    def _read_chunked(self, status, headers):
+        body = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                if self._fill():
+                    return Reply("truncated", status, headers, body)
+            size_line, _, self.buf = self.buf.partition(b"\r\n")
+            try:
+                size = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                return Reply("truncated", status, headers, body)
+            while len(self.buf) < size + 2:
+                if self._fill():
+                    return Reply("truncated", status, headers, body)
+            if size == 0:
+                # no trailers expected from the servers we test; skip CRLF
+                self.buf = self.buf[2:]
+                return Reply("ok", status, headers, body)
+            body += self.buf[:size]
+            self.buf = self.buf[size + 2:]
+
+    def read_end(self):
+        """How the connection ends once the responses are read: eof or reset."""
+        while True:
+            err = self._fill()
+            if err:
+                return err if not self.buf else f"{err} after {len(self.buf)} extra bytes"
+            if len(self.buf) > 1 << 20:
+                return "more data"
+
+    def reset(self):
+        """Close with a RST (SO_LINGER with a zero timeout)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def open_client(port, timeout=IO_BOUND):
+    """A connected Client, or None if the connection was refused (or reset
+    before connect() returned: no request was sent on it)."""
+    try:
+        return Client(port, timeout)
+    except (ConnectionRefusedError, ConnectionResetError):
+        return None
+
+
+def start_slow(server, ms_, count=1, close=False):
+    """count connections, each with a slow request sent; the Clients."""
+    clients = []
+    for _ in range(count):
+        c = Client(server.port)
+        c.send(c.request(server.cfg.slow_path(ms_), close))
+        clients.append(c)
+    return clients
+
+
+def read_in_threads(clients, close=False):
+    """Read one reply on each client at once; the Replies and their times.
+    With close, each client closes its connection once it has its reply."""
+    replies = [None] * len(clients)
+    times = [None] * len(clients)
+
+    def read(i):
+        replies[i] = clients[i].read_reply()
+        times[i] = time.monotonic()
+        if close:
+            clients[i].close()
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True)
+               for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return replies, times
+
+
+def summarize(kinds):
+    counts = {}
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+class Config:
+    def __init__(self, args, command):
+        self.command = command
+        self.signal = SIGNALS[args.signal.upper().removeprefix("SIG")]
+        self.signal_name = "SIG" + args.signal.upper().removeprefix("SIG")
+        self.slow = args.slow
+        self.path = args.path
+        self.grace = args.grace
+        self.repeat = args.repeat
+        self.ready_line = args.ready_line
+        self.verbose = args.verbose
+
+    def slow_path(self, ms_):
+        return self.slow.replace("{ms}", str(ms_))
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv):
+    if "--" in argv:
+        i = argv.index("--")
+        opts, command = argv[:i], argv[i + 1:]
+    else:
+        opts, command = argv, []
+    p = argparse.ArgumentParser(
+        prog="gracecheck.py",
+        usage="gracecheck.py [options] -- COMMAND ARGS...",
+        description="Check an HTTP server's graceful shutdown. {port} and "
+                    "{dir} in COMMAND become a free port and a fresh directory.")
+    p.add_argument("--signal", default="INT", help="graceful-stop signal: INT, TERM or QUIT (default INT)")
+    p.add_argument("--slow", metavar="PATH", help="a path that answers after {ms} milliseconds, e.g. '/sleep?ms={ms}'")
+    p.add_argument("--path", default="/", help="a cheap path that answers 200 (default /)")
+    p.add_argument("--grace", type=float, metavar="SECONDS", help="the server's drain deadline")
+    p.add_argument("--ready-line", metavar="REGEX", help="ready when this matches a stderr line (default: the port accepts)")
+    p.add_argument("--only", metavar="A,B", help="run only these checks")
+    p.add_argument("--skip", metavar="A,B", help="skip these checks")
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--repeat", type=int, default=5, metavar="N", help="runs of the timing checks (default 5)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show details and the server's stderr")
+
+    def error(message):
+        raise UsageError(message)
+    p.error = error
+    args = p.parse_args(opts)
+    if args.list:
+        return args, None
+    if not command:
+        raise UsageError("no server command: put it after --")
+    if args.signal.upper().removeprefix("SIG") not in SIGNALS:
+        raise UsageError(f"--signal: want INT, TERM or QUIT, not {args.signal}")
+    if args.slow is not None and "{ms}" not in args.slow:
+        raise UsageError("--slow: the path must contain {ms}")
+    if args.grace is not None and not 0 <= args.grace <= 600:
+        raise UsageError("--grace: want seconds from 0 to 600")
+    if args.repeat < 1:
+        raise UsageError("--repeat: want 1 or more")
+    if not any("{port}" in a for a in command):
+        raise UsageError("the command must contain {port}, so each server listens where the tool looks")
+    names = [n for n, _ in CHECKS]
+    for opt in ("only", "skip"):
+        value = getattr(args, opt)
+        if value:
+            unknown = [n for n in value.split(",") if n not in names]
+            if unknown:
+                raise UsageError(f"--{opt}: no check named {', '.join(unknown)} (see --list)")
+    return args, Config(args, command)
+
+
+def selected(args):
+    only = set(args.only.split(",")) if args.only else None
+    skip = set(args.skip.split(",")) if args.skip else set()
+    return [(n, f) for n, f in CHECKS if (only is None or n in only) and n not in skip]
+
+
+def on_tool_signal(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args, cfg):
+    results = []
+    print(f"gracecheck: {' '.join(cfg.command)}  (stop signal {cfg.signal_name})", flush=True)
+    for name, check in selected(args):
+        started = time.monotonic()
+        try:
+            outcome = check(cfg)
+        except NotReady as e:
+            if not results:
+                raise
+            outcome = failed("the server did not start", str(e))
+        except OSError as e:
+            outcome = failed(f"client error: {e.strerror or e}", repr(e))
+        finally:
+            kill_live_servers()
+        results.append({"name": name, "result": outcome.result,
+                        "figure": outcome.figure, "detail": outcome.detail})
+        line = f"{outcome.result:<5} {name:<16} {outcome.figure}"
+        if cfg.verbose:
+            line += f"  [{time.monotonic() - started:.1f} s]"
+        print(line, flush=True)
+        if outcome.detail and (cfg.verbose or outcome.result == "FAIL"):
+            print(f"      {'':<16} {outcome.detail}", flush=True)
+    return results
+
+
+def main(argv=None):
+    try:
+        args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"gracecheck: {e}", file=sys.stderr)
+        return 2
+    if args.list:
+        for name, check in CHECKS:
+            print(f"{name:<16} {check.__doc__.splitlines()[0]}")
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_tool_signal)
+    try:
+        results = run(args, cfg)
+    except NotReady as e:
+        print(f"gracecheck: the server command did not start: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gracecheck: interrupted; every server it started is killed", file=sys.stderr)
+        return 130
+    finally:
+        kill_live_servers()
+    failures = [r["name"] for r in results if r["result"] == "FAIL"]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": cfg.command, "checks": results}, f, indent=2)
+            f.write("\n")
+    print(f"gracecheck: {len(failures)} failed" + (f": {', '.join(failures)}" if failures else "")
+          + f", {sum(r['result'] == 'PASS' for r in results)} passed, "
+          f"{sum(r['result'] == 'n/a' for r in results)} n/a", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

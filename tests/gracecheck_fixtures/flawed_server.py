@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""A small HTTP server whose shutdown is graceful, with flaws to switch on.
+
+    flawed_server.py PORT [--grace SECONDS] [--flaw NAME]... [--pidfile FILE]
+
+tests/test_gracecheck.py points gracecheck at it.  With no flaw it does what
+every check asks (the same sequence as ./server: stop accepting, take in the
+backlog, close the listener, close idle connections, finish the rest with
+"Connection: close", cut at the deadline or a second signal, exit 1 if
+anything was cut), so a check that fails with a flaw fails because of that
+one flaw.  Each flaw is one of the known holes (see FLAWS).
+
+GET / answers at once; GET /sleep?ms=N answers after N ms.  SIGINT and
+SIGTERM stop it.  --pidfile appends this process's PID to FILE, so a test
+can tell whether the checker left it behind.
+"""
+
+import argparse
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+FLAWS = {
+    "ignore-signal": "SIGINT and SIGTERM are ignored",
+    "textbook-accept": "`while not stop: accept()`: the flag is seen only when a client connects",
+    "startup-window": "the stop signals are ignored for 0.2 s after listen(), and one that comes then is lost",
+    "keep-listening": "the listener stays open while draining (new clients wait in the backlog)",
+    "exit-at-once": "the first signal exits 0 at once, cutting requests in flight",
+    "no-close-header": "responses written during the drain do not say Connection: close",
+    "reset-idle": "idle connections are closed with a RST at drain",
+    "close-unread": "at drain, a connection's next request, arrived but unread, is dropped "
+                    "by a bare close() (which sends a RST)",
+    "idle-holds": "idle keep-alive connections are not closed at drain: they hold the exit",
+    "drop-partial": "a connection with half a request head counts as idle and is closed",
+    "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
+    "skip-backlog": "the listener is closed without taking in connections already in its backlog",
+    "no-deadline": "--grace is not enforced: the drain waits for ever",
+    "ignore-second": "a second signal during the drain is ignored",
+    "exit-zero": "the exit status is 0 even when work was cut",
+    "leak-fd": "a finished connection's socket is never closed",
+    "sigpipe": "SIGPIPE has its default action and write errors are ignored",
+}
+
+BODY = b"hello from the fixture\n"
+LINGER = 0.5      # how long a staged close reads what the client still sends
+
+
+class Fixture:
+    def __init__(self, port, grace, flaws):
+        self.port = port
+        self.grace = grace
+        self.flaws = flaws
+        self.signals = 0                       # written by the signal handler only
+        self.draining = False
+        self.drain_r, self.drain_w = os.pipe()   # closed: idle connections close
+        self.force_r, self.force_w = os.pipe()   # closed: every wait is cut
+        self.threads = []
+        self.leaked = []
+        self.cut = 0
+        self.lock = threading.Lock()
+
+    # ---- the process: listener, signals, accept loop, drain, exit
+
+    def run(self):
+        if "sigpipe" in self.flaws:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(128)
+        if "startup-window" in self.flaws:
+            time.sleep(0.2)
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        if "ignore-signal" not in self.flaws:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.on_signal)
+        if "textbook-accept" in self.flaws:
+            self.accept_textbook()
+        else:
+            self.accept_until_signal()
+        if "exit-at-once" in self.flaws:
+            os._exit(0)
+        if "skip-backlog" in self.flaws:
+            self.listener.close()
+        elif "keep-listening" not in self.flaws:
+            self.take_in_backlog_and_close()
+        self.draining = True
+        os.close(self.drain_w)
+        self.wait_for_connections()
+        self.listener.close()
+        sys.exit(1 if self.cut and "exit-zero" not in self.flaws else 0)
+
+    def read_wake(self):
+        try:
+            os.read(self.wake_r, 64)
+        except BlockingIOError:
+            pass   # woken by a signal whose byte another read took
+
+    def on_signal(self, signum, frame):
+        self.signals += 1
+
+    def accept_textbook(self):
+        while self.signals == 0:
+            conn, _ = self.listener.accept()   # restarted after the handler (PEP 475)
+            self.spawn(conn)
+
+    def accept_until_signal(self):
+        while self.signals == 0:
+            ready, _, _ = select.select([self.listener, self.wake_r], [], [])
+            if self.wake_r in ready:
+                self.read_wake()
+            if self.listener in ready and self.signals == 0:
+                conn, _ = self.listener.accept()
+                self.spawn(conn)
+
+    def take_in_backlog_and_close(self):
+        """Accept what is queued, then close the listener.  A client whose
+        handshake completes between the last accept and the close is reset:
+        the window is kept as short as Python allows, with no thread started
+        inside it and the GIL handed back at once (a thread holding it
+        would otherwise widen the window to the 5 ms switch interval)."""
+        taken = []
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        self.listener.setblocking(False)
+        try:
+            while True:
+                taken.append(self.listener.accept()[0])
+        except BlockingIOError:
+            self.listener.close()
+        finally:
+            sys.setswitchinterval(interval)
+        for conn in taken:
+            conn.setblocking(True)
+            self.spawn(conn)
+
+    def spawn(self, conn):
+        t = threading.Thread(target=self.serve, args=(conn,))
+        t.start()
+        self.threads = [x for x in self.threads if x.is_alive()] + [t]
+
+    def wait_for_connections(self):
+        deadline = time.monotonic() + self.grace
+        forced = False
+        while any(t.is_alive() for t in self.threads):
+            over = time.monotonic() > deadline and "no-deadline" not in self.flaws
+            second = self.signals >= 2 and "ignore-second" not in self.flaws
+            if (over or second) and not forced:
+                forced = True
+                os.close(self.force_w)
+            select.select([self.wake_r], [], [], 0.02)
+            self.read_wake()
+        for t in self.threads:
+            t.join()
+
+    # ---- one connection
+
+    def serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    idle = not buf or "drop-partial" in self.flaws
+                    if idle and self.draining and "close-unread" in self.flaws:
+                        return self.close_unread(conn)
+                    if idle and self.draining and "idle-holds" not in self.flaws \
+                            and not self.has_input(conn):
+                        return self.close(conn, reset="reset-idle" in self.flaws,
+                                          idle_at_drain=True)
+                    watch = [conn, self.force_r]
+                    if idle and "idle-holds" not in self.flaws:
+                        watch.append(self.drain_r)
+                    ready, _, _ = select.select(watch, [], [])
+                    if self.force_r in ready:
+                        return self.cut_conn(conn)
+                    if self.drain_r in ready and "close-unread" in self.flaws:
+                        return self.close_unread(conn)
+                    if conn in ready:
+                        data = conn.recv(65536)
+                        if not data:
+                            return conn.close()
+                        buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                if not self.answer(conn, head, buf):
+                    return
+        finally:
+            if "leak-fd" in self.flaws and conn.fileno() >= 0:
+                if len(self.leaked) < 100:     # enough to see, not enough for EMFILE
+                    self.leaked.append(os.dup(conn.fileno()))
+                conn.close()
+
+    def has_input(self, conn):
+        try:
+            return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
+
+    def answer(self, conn, head, rest):
+        """Answer one request; False when the connection is done."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        path = parts[1] if len(parts) > 1 else "/"
+        client_close = any(l.lower().replace(" ", "") == "connection:close" for l in lines[1:])
+        if path.startswith("/sleep"):
+            ms = int(path.partition("ms=")[2] or 0)
+            ready, _, _ = select.select([self.force_r], [], [], ms / 1000)
+            if ready:
+                return self.cut_conn(conn)
+        more = b"\r\n\r\n" in rest and "drop-pipelined" not in self.flaws
+        last = client_close or (self.draining and not more)
+        say_close = last and not (self.draining and "no-close-header" in self.flaws
+                                  and not client_close)
+        status = 200 if path == "/" or path.startswith("/sleep") else 404
+        head_out = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {len(BODY)}\r\n"
+                    + ("Connection: close\r\n" if say_close else "") + "\r\n").encode()
+        if "sigpipe" in self.flaws:
+            for part in (head_out, BODY):
+                try:
+                    conn.send(part)
+                except OSError:
+                    pass
+        else:
+            conn.sendall(head_out + BODY)
+        if last:
+            self.close(conn)
+            return False
+        return True
+
+    def close(self, conn, reset=False, idle_at_drain=False):
+        """Close without destroying what the client has not read, nor a
+        request it is sending: a staged close (RFC 9112 section 9.6) when
+        input is pending, and always for an idle connection closed by the
+        drain, whose client may be sending its next request right now: a
+        close() that meets that request sends a RST, the FIN of shutdown()
+        lets the client read a clean end."""
+        if reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        elif idle_at_drain or self.has_input(conn):
+            conn.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + LINGER
+            conn.settimeout(LINGER)
+            try:
+                while time.monotonic() < end and conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+        if "leak-fd" not in self.flaws:
+            conn.close()
+
+    def close_unread(self, conn):
+        """The flaw close-unread: a request that arrives at drain is dropped
+        with a bare close(), which, with that request unread, sends a RST.
+        (To fail every time, the flaw waits up to 1 s for that request.)"""
+        select.select([conn], [], [], 1.0)
+        conn.close()
+
+    def cut_conn(self, conn):
+        with self.lock:
+            self.cut += 1
+        conn.close()
+        return False
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("port", type=int)
+    p.add_argument("--grace", type=float, default=30.0)
+    p.add_argument("--flaw", action="append", default=[], choices=sorted(FLAWS))
+    p.add_argument("--pidfile")
+    args = p.parse_args()
+    if args.pidfile:
+        with open(args.pidfile, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    Fixture(args.port, args.grace, set(args.flaw)).run()
+
+
+if __name__ == "__main__":
+    main()
