@@ -1155,6 +1155,11 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
         reap_finished(srv);
         if (live == 0)
             return DRAIN_DONE;
+        /* The last thread may have finished between the count and the
+         * reap, which then read its byte: count again, or the wait below
+         * would sleep until the deadline for a byte that came already. */
+        if (live_count(srv) == 0)
+            continue;
         double left = deadline - now_s();
         if (left <= 0)
             return DRAIN_DEADLINE;
@@ -1192,6 +1197,8 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
         reap_finished(srv);
         if (live == 0)
             return;
+        if (live_count(srv) == 0)
+            continue;                   /* its byte is read: see above */
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
             log_line("server: ppoll: %s", strerror(errno));
             return;
