@@ -1013,32 +1013,32 @@ enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 /*
  * Tests only.  `make test` also builds server-race with
  * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
- * N ms at two places where a race is microseconds wide: in the accept loop
- * between the check of the flag and the wait (where a textbook loop loses
- * a signal, hole 2), and after a second signal before counting what is
- * left to cut.  A test can then put its signal, or the end of its last
- * connection, exactly inside the window.  In every other build this is
- * nothing.
+ * N ms at three places where a race is microseconds wide: in the accept
+ * loop between the check of the flag and the wait (where a textbook loop
+ * loses a signal, hole 2), in the drain between counting the live threads
+ * and reaping, and after a second signal before counting what is left to
+ * cut.  A test can then put its signal, or the end of its last connection,
+ * exactly inside the window.  In every other build this is nothing.
  */
 #ifdef GRACEFUL_RACE_WINDOW_MS
-static void race_window(void)
+static void race_window(const char *where)
 {
     unsigned before = atomic_load(&signals_received);
     struct timespec left = { GRACEFUL_RACE_WINDOW_MS / 1000,
                              (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
     sigset_t pending;
 
-    log_line("race window open");
+    log_line("race window open: %s", where);
     while (nanosleep(&left, &left) != 0 && errno == EINTR)
         ;   /* a handler ran here (signals unblocked): the window stays open */
     bool came = atomic_load(&signals_received) != before ||
                 (sigpending(&pending) == 0 &&
                  (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1));
-    log_line("race window closed%s", came ? ": a signal came in it" : "");
+    log_line("race window closed: %s%s", where, came ? "; a signal came in it" : "");
 }
-#define RACE_WINDOW() race_window()
+#define RACE_WINDOW(where) race_window(where)
 #else
-#define RACE_WINDOW() ((void)0)
+#define RACE_WINDOW(where) ((void)0)
 #endif
 
 /*
@@ -1103,7 +1103,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
                 wait_s = left > 0 ? left : 0;
         }
         struct timespec timeout = timespec_from_s(wait_s);
-        RACE_WINDOW();
+        RACE_WINDOW("accept");
         int n = ppoll(fds, 3, wait_s >= 0 ? &timeout : NULL, wait_mask);
         if (n < 0) {
             if (errno == EINTR)
@@ -1152,6 +1152,8 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
         /* Count before reaping: a thread no longer counted has already put
          * itself on the finished list, so this reap joins it. */
         size_t live = live_count(srv);
+        if (live > 0)
+            RACE_WINDOW("reap");
         reap_finished(srv);
         if (live == 0)
             return DRAIN_DONE;
@@ -1396,7 +1398,7 @@ int main(int argc, char **argv)
         log_line("grace period over; cutting %zu connection(s)", cut);
         break;
     case DRAIN_SECOND_SIGNAL:
-        RACE_WINDOW();
+        RACE_WINDOW("cut");
         cut = live_count(&srv);
         log_line("second %s; cutting %zu connection(s)",
                  signal_name(atomic_load(&last_signal)), cut);

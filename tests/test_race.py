@@ -2,9 +2,9 @@
 
 $SERVER_RACE_BIN (`make test` builds ./server-race) is the server compiled
 with -DGRACEFUL_RACE_WINDOW_MS: its main thread holds still between the
-accept loop's check of the flag and its wait, logging `race window open`
-and then `race window closed` (with `: a signal came in it` when a signal
-arrived meanwhile).  A test sends its signal when the window opens, so the
+accept loop's check of the flag and its wait, logging `race window open:
+accept` and then `race window closed: accept` (with `; a signal came in
+it` when a signal arrived meanwhile).  A test sends its signal when the window opens, so the
 signal lands where a textbook loop loses it; the close line proves it did.
 Should a loaded machine be so slow that the signal misses the window, the
 round proves nothing and is tried again on a fresh server.
@@ -18,8 +18,8 @@ import pytest
 
 from conftest import HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, wait_until, warm_conn
 
-OPEN = "race window open"
-CLOSED_RE = r"race window closed(: a signal came in it)?"
+OPEN = "race window open: accept"
+CLOSED_RE = r"race window closed: accept(; a signal came in it)?"
 ROUNDS = 3
 
 

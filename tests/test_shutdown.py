@@ -281,13 +281,36 @@ def test_second_signal_with_nothing_left_exits_0(start_server):
     srv.wait_line(SHUTDOWN_RE, bound(5))
     start = len(srv.lines)
     srv.signal(signal.SIGINT)                  # the second: it will cut...
-    srv.wait_line_index(r"race window open", start, bound(5))
+    srv.wait_line_index(r"race window open: cut", start, bound(5))
     # ...whatever is left once the window closes: by then, nothing.
     assert c._read_exact(int(head.header("content-length"))) == blob
     assert c.expect_eof(bound(2)) == "eof"
     assert srv.wait_exit(bound(5)) == 0, srv.log_text()
     assert srv.matching(r"second SIGINT; cutting 0 connection\(s\)"), srv.lines
     assert not srv.matching(EXIT1_RE)
+    assert srv.lines[-1] == "exit 0: every connection finished"
+
+
+def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_server):
+    """The drain counts the live threads, then reaps the finished ones,
+    whose bytes on the reaper pipe it reads.  A last thread that finishes
+    between the two is reaped, but was still counted: the drain must count
+    again rather than wait for a byte it has already read (until the grace
+    deadline).  The race build holds the main thread between the count and
+    the reap; the test ends the last download inside that window."""
+    srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
+    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = srv.connect(rcvbuf=65536, timeout=bound(10))
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()                       # the thread is now stuck writing
+    assert head.status == 200
+    srv.signal(signal.SIGINT)
+    start = srv.wait_line_index(SHUTDOWN_RE, 0, bound(5))
+    srv.wait_line_index(r"race window open: reap", start, bound(5))
+    assert c._read_exact(int(head.header("content-length"))) == blob
+    assert c.expect_eof(bound(2)) == "eof"
+    assert srv.wait_exit(bound(3)) == 0, srv.log_text()
     assert srv.lines[-1] == "exit 0: every connection finished"
 
 
