@@ -123,7 +123,7 @@ def cpu_seconds(pid):
 class Server:
     """A running ./server with its stderr collected line by line."""
 
-    def __init__(self, args, data_dir, preexec_fn=None, binary=SERVER_BIN):
+    def __init__(self, args, data_dir, preexec_fn=None, binary=SERVER_BIN, env=None):
         require_binary(binary)
         self.binary = binary
         self.args = [binary, *args]
@@ -136,7 +136,8 @@ class Server:
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=preexec_fn,
+                                     env=None if env is None else {**os.environ, **env})
         self.pid = self.proc.pid
         self._err_thread = threading.Thread(
             target=self._pump, args=(self.proc.stderr, self._lines), daemon=True)
@@ -290,10 +291,10 @@ def start_server(tmp_path):
     servers = []
 
     def start(*extra, data_dir=None, wait=True, port="0", preexec_fn=None,
-              binary=SERVER_BIN):
+              binary=SERVER_BIN, env=None):
         d = Path(data_dir) if data_dir is not None else tmp_path / "data"
         args = ["--host", HOST, "--port", str(port), "--data-dir", str(d), *extra]
-        srv = Server(args, d, preexec_fn=preexec_fn, binary=binary)
+        srv = Server(args, d, preexec_fn=preexec_fn, binary=binary, env=env)
         servers.append(srv)
         if wait:
             m = srv.wait_line(LISTENING_RE, timeout=5.0)

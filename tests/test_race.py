@@ -120,3 +120,20 @@ def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_s
     finally:
         for s in clients:
             s.close()
+
+
+def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(start_server):
+    """An idle keep-alive connection closed by the drain, while its client
+    sends the next request at that very moment (inside the window, after the
+    thread looked for input and before it closes): the client reads a clean
+    EOF, a close it can retry after (RFC 9112 9.3.1), not a RST; exit 0.
+    (close() with the request unread would reset it.)"""
+    srv = race_server(start_server, env={"GRACEFUL_RACE_IDLE_CLOSE": "1"})
+    c = warm_conn(srv)
+    srv.signal(signal.SIGINT)
+    i = srv.wait_line_index("race window open: idle-close", 0, bound(10))
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert srv.wait_line_index("race window closed: idle-close", i + 1, bound(10)) > i
+    assert c.expect_eof(bound(2)) == "eof"
+    c.close()
+    assert srv.wait_exit(bound(5)) == 0
