@@ -438,10 +438,12 @@ def test_sigpipe_large_download_reset(server):
         c.reset()
         server.wait_threads(1, timeout=5)
         assert server.running(), f"server died (status {server.proc.returncode})"
-    # Each download cut short left its line in the log.
-    cuts = server.matching(r"conn: GET /files/big\.bin: cut after (\d+) of (\d+) bytes: "
-                           r"the client is gone or stopped reading")
-    assert len(cuts) == 3, server.lines
+    # Each download cut short left its line in the log (read by another
+    # thread of ours: wait for it).
+    cut_re = (r"conn: GET /files/big\.bin: cut after (\d+) of (\d+) bytes: "
+              r"the client is gone or stopped reading")
+    assert wait_until(lambda: len(server.matching(cut_re)) == 3, bound(5)), server.lines
+    cuts = server.matching(cut_re)
     assert all(int(m.group(1)) < int(m.group(2)) == len(blob) for m in cuts)
     # Request, then close at once (FIN, nothing unread): the server's first
     # write draws an RST while it is in CLOSE_WAIT, so its next write fails
