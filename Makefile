@@ -14,14 +14,21 @@ ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
 SRCS = server.c handler.c
 
+# The test-only build that widens two microsecond race windows (see
+# race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.
+RACE_CFLAGS = -DGRACEFUL_RACE_WINDOW_MS=1000
+# Sanitizer runs are slower: every timing bound in the tests is multiplied
+# by this (tests/conftest.py, bound()).
+SAN_TIME_SCALE = 3
+
 # Sanitizer builds want bigger thread stacks: their redzones multiply
 # stack use.
 SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*1024)'
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick clean \
-        gracecheck gracecheck-peers lesson lesson-stages
+.PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+        clean gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
 
@@ -30,8 +37,16 @@ server: $(SRCS) handler.h
 
 # The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
 # targets below run the very same tests against their own builds.
-test: server test-deps
+test: server server-race test-deps
 	$(PYTHON) -m pytest -q tests
+
+server-race: $(SRCS) handler.h
+	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
+
+# Each fix taken out again (tests/mutants/*.patch), one at a time, on a
+# copy of the tree: the tests named in each patch must fail.
+mutants: test-deps
+	$(PYTHON) tests/mutants/run.py
 
 test-deps:
 	@sh tests/install-deps.sh $(PYTHON)
@@ -43,19 +58,28 @@ server-asan: $(SRCS) handler.h
 server-tsan: $(SRCS) handler.h
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
+server-asan-race: $(SRCS) handler.h
+	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=address,undefined \
+	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
+
+server-tsan-race: $(SRCS) handler.h
+	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
+
 # Reports go to files, not just stderr: a report from a server that a test
 # then SIGKILLs must still fail the run.
-asan: server-asan test-deps
+asan: server-asan server-asan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
-	SERVER_BIN=$(CURDIR)/server-asan \
+	SERVER_BIN=$(CURDIR)/server-asan SERVER_RACE_BIN=$(CURDIR)/server-asan-race \
+	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/asan \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan \
 	    $(PYTHON) -m pytest -q tests
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
 
-tsan: server-tsan test-deps
+tsan: server-tsan server-tsan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
-	SERVER_BIN=$(CURDIR)/server-tsan \
+	SERVER_BIN=$(CURDIR)/server-tsan SERVER_RACE_BIN=$(CURDIR)/server-tsan-race \
+	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan \
 	    $(PYTHON) -m pytest -q tests
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
@@ -126,6 +150,7 @@ bench-quick: server
 	$(PYTHON) bench/bench.py --quick
 
 clean:
-	rm -f server server-asan server-tsan fuzz/fuzz_parser fuzz/fuzz_chunked
+	rm -f server server-race server-asan server-tsan server-asan-race server-tsan-race \
+	    fuzz/fuzz_parser fuzz/fuzz_chunked
 	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked \
 	    $(LESSON_BUILD) lesson/__pycache__

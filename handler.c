@@ -85,6 +85,7 @@ struct conn {
     size_t len;             /* bytes of buf received and not yet consumed */
     bool cut;               /* force_fd fired: skip every courtesy, just close */
     bool client_done;       /* the client will send nothing more: conn_close */
+    bool idle_close;        /* we end it while idle (drain, keep-alive timeout) */
     bool wrote;             /* something was sent: see before_write */
     bool nodelay;           /* TCP_NODELAY is set */
     long long started_ms;   /* now_ms() when we began serving it */
@@ -464,17 +465,62 @@ static void send_error_and_close(struct conn *c, int status, bool head_only)
 /* ------------------------------------------------------------------ */
 
 /*
+ * Tests only, like RACE_WINDOW in server.c: in the server-race build, run
+ * with GRACEFUL_RACE_IDLE_CLOSE set, the thread that closes an idle
+ * connection holds still for GRACEFUL_RACE_WINDOW_MS after it has looked
+ * for input and before it closes, so a test can send a request exactly
+ * then.  (Opt-in: the other race tests end connections at drain and must
+ * not wait for it.)  Nothing in any other build.
+ */
+#ifdef GRACEFUL_RACE_WINDOW_MS
+static void race_window_idle_close(void)
+{
+    struct timespec left = { GRACEFUL_RACE_WINDOW_MS / 1000,
+                             (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
+
+    if (getenv("GRACEFUL_RACE_IDLE_CLOSE") == NULL)
+        return;
+    log_line("race window open: idle-close");
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
+    log_line("race window closed: idle-close");
+}
+#define RACE_WINDOW_IDLE_CLOSE() race_window_idle_close()
+#else
+#define RACE_WINDOW_IDLE_CLOSE() ((void)0)
+#endif
+
+static void discard_input(struct conn *c, bool until_acked);
+
+/*
  * Close the connection without destroying a response the client has not
- * read yet.  close() on a socket with unread input makes the kernel send a
- * RST instead of a FIN (RFC 9112 section 9.6, RFC 1122 4.2.2.13), and a
- * client that receives the RST may drop the response still in its buffer.
- * So when input is pending we close in stages: shut the write side (the
- * client reads our response, then EOF), discard what it still sends for a
- * short while, then close.  An idle connection has nothing unread and is
- * closed at once.  So is one whose client said its last request was the
- * last and sent it without a body: such a client sends nothing more
- * (RFC 9112 9.6), so asking the socket (a recv syscall per connection)
- * would only confirm it.
+ * read yet, and without resetting a request it is sending us.  close() on a
+ * socket with unread input, or one that input reaches afterwards, makes
+ * the kernel send a RST instead of a FIN (RFC 9112 section 9.6, RFC 1122
+ * 4.2.2.13).  Two cases need care:
+ *
+ *   - Input is pending (an error answered before the body was read,
+ *     pipelined requests): a client that receives the RST may drop the
+ *     response still in its buffer.  So we close in stages: shut the write
+ *     side (the client reads our response, then EOF), discard what it
+ *     still sends until it closes too or LINGER_MS pass, then close.
+ *   - We end an idle connection (at drain, or after the keep-alive
+ *     timeout): the client may be sending its next request at this very
+ *     moment, not yet knowing we close, and would see "connection reset"
+ *     for a request it had every right to send.  So we send our FIN first
+ *     (shutdown), then wait only until the client's kernel has
+ *     acknowledged it: TCP delivers the client's bytes in order, so
+ *     whatever it sent before it received our FIN has arrived by then,
+ *     and we discard it.  After the FIN, a client that checks for EOF
+ *     before reusing a connection (RFC 9112 9.3.1) sends nothing more.  On
+ *     loopback the acknowledgement is there when shutdown() returns;
+ *     across a network it costs a round trip, bounded by LINGER_MS.
+ *
+ * A connection whose client said its last request was the last and sent it
+ * without a body is closed at once: such a client sends nothing more (RFC
+ * 9112 9.6), so asking the socket (a recv syscall per connection) would
+ * only confirm it.  A cut connection is closed at once too: the deadline
+ * has passed.
  */
 static void conn_close(struct conn *c)
 {
@@ -483,28 +529,72 @@ static void conn_close(struct conn *c)
 
     if (!unread && !c->cut && !c->client_done)
         unread = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    if (c->idle_close && !unread)
+        RACE_WINDOW_IDLE_CLOSE();
 
-    if (unread && !c->cut && shutdown(c->fd, SHUT_WR) == 0) {
-        long long deadline = now_ms() + LINGER_MS;
-        size_t discarded = 0;
-        /* The request buffer is ours to overwrite now; a stack array here
-         * would cost every thread another page of memory. */
-        while (discarded < LINGER_BYTES) {
-            ssize_t n = recv(c->fd, c->buf, HTTP_HEAD_MAX, MSG_DONTWAIT);
-            if (n > 0) {
-                discarded += (size_t)n;
-                continue;
-            }
-            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-                break;
-            if (errno != EINTR && wait_fd(c, POLLIN, false, deadline) != WAIT_READY)
-                break;
-        }
-    }
+    if ((unread || c->idle_close) && !c->cut && shutdown(c->fd, SHUT_WR) == 0)
+        discard_input(c, !unread);
     /* close() of a socket cannot fail in a way we could act on: the
      * descriptor is released either way (POSIX leaves EINTR unspecified;
      * Linux always releases it). */
     (void)close(c->fd);
+}
+
+/*
+ * Has the peer's kernel acknowledged our FIN?  Until then the socket is in
+ * FIN_WAIT1.  A socket that is not TCP (a Unix socket handed to us by
+ * systemd) has no FIN to wait for.
+ */
+static bool fin_acknowledged(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return true;
+    return ti.tcpi_state != TCP_FIN_WAIT1;
+}
+
+/*
+ * After shutdown(SHUT_WR): read and discard what the client sends until it
+ * closes its side, LINGER_MS pass, or (until_acked) nothing is pending and
+ * our FIN is acknowledged.  No event tells of that acknowledgement, so the
+ * wait for it is polled, 1 ms doubling to 64 ms.
+ */
+static void discard_input(struct conn *c, bool until_acked)
+{
+    long long deadline = now_ms() + LINGER_MS;
+    long long step_ms = 1;
+    size_t discarded = 0;
+
+    /* The request buffer is ours to overwrite now; a stack array here
+     * would cost every thread another page of memory. */
+    while (discarded < LINGER_BYTES) {
+        ssize_t n = recv(c->fd, c->buf, HTTP_HEAD_MAX, MSG_DONTWAIT);
+        if (n > 0) {
+            discarded += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return;         /* the client closed too, or the socket failed */
+        long long wake = deadline;
+        if (until_acked) {
+            if (fin_acknowledged(c->fd))
+                return;
+            long long now = now_ms();
+            if (now + step_ms < deadline)
+                wake = now + step_ms;
+            if (step_ms < 64)
+                step_ms *= 2;
+        }
+        enum wait_result w = wait_fd(c, POLLIN, false, wake);
+        if (w == WAIT_TIMEOUT && wake < deadline)
+            continue;
+        if (w != WAIT_READY)
+            return;
+    }
 }
 
 void conn_reject_busy(int fd)
@@ -1283,7 +1373,11 @@ static enum head_result read_head(struct conn *c, bool first,
         case WAIT_TIMEOUT:
             if (in_grace)
                 continue;   /* wait again, now watching drain_fd */
+            c->idle_close = idle;
             return idle ? HEAD_END : HEAD_TIMEOUT;
+        case WAIT_DRAIN:
+            c->idle_close = true;
+            return HEAD_END;
         default:
             return HEAD_END;
         }
@@ -2446,6 +2540,7 @@ static void conn_init(struct conn *c, int fd, const struct conn_env *env)
     c->len = 0;
     c->cut = false;
     c->client_done = false;
+    c->idle_close = false;
     c->wrote = false;
     c->nodelay = false;
     c->started_ms = now_ms();

@@ -586,8 +586,8 @@ static struct conn_thread *conn_thread_get(struct server *srv)
 /*
  * Keep a joined thread's record and stack for the next connection, up to
  * SPARE_THREADS_MAX of them (a spare stack keeps the pages its threads
- * touched, 12 KiB for most, so about 3 MiB): beyond that, a burst of connections
- * would hold its peak of stacks for good.  While draining every one is
+ * touched, 12 KiB for most, so about 3 MiB): beyond that, a burst of
+ * connections would hold its peak of stacks for good.  While draining every one is
  * kept: nothing is started any more, and the exit that follows frees the
  * address space in one go, instead of a munmap (and its TLB shootdown) per
  * stack.
@@ -626,15 +626,8 @@ static void *conn_thread_main(void *arg)
     return NULL;
 }
 
-/*
- * Join every finished thread; returns how many are still running.  The
- * list and the count are taken under one lock, so they agree: a thread not
- * counted is on the list and joined here, and a thread counted writes its
- * byte after we emptied the pipe, so the next poll wakes for it.  (A count
- * read apart from the list can miss that byte: the thread finishes between
- * the two, its byte is swallowed here, and the poll waits for nothing.)
- */
-static size_t reap_finished(struct server *srv)
+/* Join every finished thread. */
+static void reap_finished(struct server *srv)
 {
     char bytes[256];
 
@@ -645,7 +638,6 @@ static size_t reap_finished(struct server *srv)
     pthread_mutex_lock(&srv->lock);
     struct conn_thread *t = srv->finished;
     srv->finished = NULL;
-    size_t live = srv->n_live;
     pthread_mutex_unlock(&srv->lock);
 
     while (t) {
@@ -657,7 +649,6 @@ static size_t reap_finished(struct server *srv)
         conn_thread_put(srv, t);
         t = next;
     }
-    return live;
 }
 
 static size_t live_count(struct server *srv)
@@ -1021,6 +1012,37 @@ static void notify_systemd_ready(void)
 enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 
 /*
+ * Tests only.  `make test` also builds server-race with
+ * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
+ * N ms at three places where a race is microseconds wide: in the accept
+ * loop between the check of the flag and the wait (where a textbook loop
+ * loses a signal, hole 2), in the drain between counting the live threads
+ * and reaping, and after a second signal before counting what is left to
+ * cut.  A test can then put its signal, or the end of its last connection,
+ * exactly inside the window.  In every other build this is nothing.
+ */
+#ifdef GRACEFUL_RACE_WINDOW_MS
+static void race_window(const char *where)
+{
+    unsigned before = atomic_load(&signals_received);
+    struct timespec left = { GRACEFUL_RACE_WINDOW_MS / 1000,
+                             (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
+    sigset_t pending;
+
+    log_line("race window open: %s", where);
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;   /* a handler ran here (signals unblocked): the window stays open */
+    bool came = atomic_load(&signals_received) != before ||
+                (sigpending(&pending) == 0 &&
+                 (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1));
+    log_line("race window closed: %s%s", where, came ? "; a signal came in it" : "");
+}
+#define RACE_WINDOW(where) race_window(where)
+#else
+#define RACE_WINDOW(where) ((void)0)
+#endif
+
+/*
  * ppoll() runs a pending signal's handler only when it actually waits: if a
  * descriptor is already ready when it is called, it returns at once and the
  * signal stays pending.  Under a steady stream of connections that could
@@ -1082,6 +1104,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
                 wait_s = left > 0 ? left : 0;
         }
         struct timespec timeout = timespec_from_s(wait_s);
+        RACE_WINDOW("accept");
         int n = ppoll(fds, 3, wait_s >= 0 ? &timeout : NULL, wait_mask);
         if (n < 0) {
             if (errno == EINTR)
@@ -1094,7 +1117,7 @@ static enum loop_end accept_loop(struct server *srv, int listen_fd,
         paused = false;     /* timed out, or a thread ended and freed an fd */
         let_pending_signals_in(wait_mask);
         if (fds[REAPER].revents & POLLIN)
-            (void)reap_finished(srv);
+            reap_finished(srv);
         if (fds[READY].revents && restart_ready(&restart))
             return LOOP_HANDED_OVER;
         if (restart.pid != 0 && now_s() >= restart.deadline)
@@ -1124,10 +1147,22 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
 {
     double deadline = now_s() + grace_s;
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
+    unsigned seen = atomic_load(&signals_received);
 
     for (;;) {
-        if (reap_finished(srv) == 0)
+        /* Count before reaping: a thread no longer counted has already put
+         * itself on the finished list, so this reap joins it. */
+        size_t live = live_count(srv);
+        if (live > 0)
+            RACE_WINDOW("reap");
+        reap_finished(srv);
+        if (live == 0)
             return DRAIN_DONE;
+        /* The last thread may have finished between the count and the
+         * reap, which then read its byte: count again, or the wait below
+         * would sleep until the deadline for a byte that came already. */
+        if (live_count(srv) == 0)
+            continue;
         double left = deadline - now_s();
         if (left <= 0)
             return DRAIN_DEADLINE;
@@ -1136,8 +1171,14 @@ static enum drain_end wait_for_connections(struct server *srv, double grace_s,
             log_line("server: ppoll: %s", strerror(errno));
             return DRAIN_DEADLINE;
         }
-        if (atomic_load(&signals_received) >= cut_at)
+        unsigned got = atomic_load(&signals_received);
+        if (got >= cut_at)
             return DRAIN_SECOND_SIGNAL;
+        /* Below cut_at yet new: only the first signal after a hand-over. */
+        if (got != seen)
+            log_line("%s after hand-over: already draining",
+                     signal_name(atomic_load(&last_signal)));
+        seen = got;
     }
 }
 
@@ -1155,8 +1196,12 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
     struct pollfd reaper = { .fd = srv->reap_r, .events = POLLIN };
 
     for (;;) {
-        if (reap_finished(srv) == 0)
+        size_t live = live_count(srv);  /* before reaping: see above */
+        reap_finished(srv);
+        if (live == 0)
             return;
+        if (live_count(srv) == 0)
+            continue;                   /* its byte is read: see above */
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
             log_line("server: ppoll: %s", strerror(errno));
             return;
@@ -1354,6 +1399,7 @@ int main(int argc, char **argv)
         log_line("grace period over; cutting %zu connection(s)", cut);
         break;
     case DRAIN_SECOND_SIGNAL:
+        RACE_WINDOW("cut");
         cut = live_count(&srv);
         log_line("second %s; cutting %zu connection(s)",
                  signal_name(atomic_load(&last_signal)), cut);

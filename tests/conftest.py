@@ -20,7 +20,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_BIN = os.environ.get("SERVER_BIN", str(REPO / "server"))
+# The test-only build with widened race windows (tests/test_race.py).
+SERVER_RACE_BIN = os.environ.get("SERVER_RACE_BIN", str(REPO / "server-race"))
 HOST = "127.0.0.1"
+
+# Every timing bound a test asserts (answered within 1 s, under 0.3 s of
+# CPU, ...) goes through bound(): `make asan` and `make tsan` set
+# GRACEFUL_TIME_SCALE, since instrumented builds are several times slower.
+# The plain suite keeps its bounds exactly (scale 1).
+TIME_SCALE = float(os.environ.get("GRACEFUL_TIME_SCALE", "1"))
+
+
+def bound(seconds):
+    """A timing bound, scaled for slow (sanitizer) builds."""
+    return seconds * TIME_SCALE
 
 LISTENING_RE = r"listening on 127\.0\.0\.1:(\d+)"
 SHUTDOWN_RE = (r"shutdown requested by (SIGINT|SIGTERM); "
@@ -47,10 +60,10 @@ def wait_until(cond, timeout=5.0, interval=0.005):
         time.sleep(interval)
 
 
-def require_binary():
-    if not os.access(SERVER_BIN, os.X_OK):
-        pytest.fail(f"server binary {SERVER_BIN} missing: run `make` first "
-                    f"(or set SERVER_BIN)", pytrace=False)
+def require_binary(binary=SERVER_BIN):
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"server binary {binary} missing: run `make test` first "
+                    f"(or set SERVER_BIN / SERVER_RACE_BIN)", pytrace=False)
 
 
 def run_server_cmd(*args, timeout=5.0):
@@ -110,9 +123,10 @@ def cpu_seconds(pid):
 class Server:
     """A running ./server with its stderr collected line by line."""
 
-    def __init__(self, args, data_dir, preexec_fn=None):
-        require_binary()
-        self.args = [SERVER_BIN, *args]
+    def __init__(self, args, data_dir, preexec_fn=None, binary=SERVER_BIN, env=None):
+        require_binary(binary)
+        self.binary = binary
+        self.args = [binary, *args]
         self.data_dir = Path(data_dir)
         self.port = None
         self._runtime_threads = None
@@ -122,7 +136,8 @@ class Server:
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=preexec_fn,
+                                     env=None if env is None else {**os.environ, **env})
         self.pid = self.proc.pid
         self._err_thread = threading.Thread(
             target=self._pump, args=(self.proc.stderr, self._lines), daemon=True)
@@ -167,6 +182,24 @@ class Server:
                         f"stderr so far:\n{chr(10).join(self._lines)}")
                 self._cond.wait(min(remaining, 0.05))
 
+    def wait_line_index(self, pattern, start=0, timeout=5.0):
+        """Wait for a stderr line at index >= start that fully matches
+        pattern; return its index."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self._lines)):
+                    if rx.fullmatch(self._lines[i]):
+                        return i
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None
+                                      and not self._err_thread.is_alive()):
+                    raise AssertionError(
+                        f"no stderr line matching {pattern!r} after line {start} "
+                        f"within {timeout}s; stderr so far:\n{chr(10).join(self._lines)}")
+                self._cond.wait(min(remaining, 0.05))
+
     def matching(self, pattern):
         rx = re.compile(pattern)
         return [m for m in (rx.fullmatch(l) for l in self.lines) if m]
@@ -205,7 +238,7 @@ class Server:
         runtime starts a background thread; an uninstrumented build has none."""
         if self._runtime_threads is None:
             # gcc links libtsan.so; clang links the runtime statically.
-            with open(SERVER_BIN, "rb") as f:
+            with open(self.binary, "rb") as f:
                 self._runtime_threads = 1 if b"__tsan_init" in f.read() else 0
         return self._runtime_threads
 
@@ -248,7 +281,7 @@ class Server:
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: start_server(*extra_args, data_dir=None, wait=True,
-    preexec_fn=None) -> Server.
+    preexec_fn=None, binary=SERVER_BIN) -> Server.
 
     preexec_fn runs in the child before exec (e.g. to set resource limits).
     Always adds --host 127.0.0.1 --port 0 --data-dir DIR; waits for the
@@ -257,10 +290,11 @@ def start_server(tmp_path):
     """
     servers = []
 
-    def start(*extra, data_dir=None, wait=True, port="0", preexec_fn=None):
+    def start(*extra, data_dir=None, wait=True, port="0", preexec_fn=None,
+              binary=SERVER_BIN, env=None):
         d = Path(data_dir) if data_dir is not None else tmp_path / "data"
         args = ["--host", HOST, "--port", str(port), "--data-dir", str(d), *extra]
-        srv = Server(args, d, preexec_fn=preexec_fn)
+        srv = Server(args, d, preexec_fn=preexec_fn, binary=binary, env=env)
         servers.append(srv)
         if wait:
             m = srv.wait_line(LISTENING_RE, timeout=5.0)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the test suite needs and the machine lacks: pytest for the
-# given python (Debian's python3-pytest) and curl.  Uses apt-get as root, or
+# given python (Debian's python3-pytest), curl and strace.  Uses apt-get as root, or
 # sudo without a password; otherwise prints the exact command and fails.
 set -eu
 python=${1:-/usr/bin/python3}
@@ -8,6 +8,8 @@ python=${1:-/usr/bin/python3}
 missing=""
 "$python" -c 'import pytest' 2>/dev/null || missing="$missing python3-pytest"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+# strace watches the upload's fsync/rename order (test_uploads.py).
+command -v strace >/dev/null 2>&1 || missing="$missing strace"
 [ -z "$missing" ] && exit 0
 
 cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$missing"

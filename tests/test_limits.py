@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (SERVER_BIN, HOST, SHUTDOWN_RE, assert_error, build_request,
+from conftest import (SERVER_BIN, HOST, SHUTDOWN_RE, assert_error, bound, build_request,
                       cpu_seconds, proc_status, real_names, temp_uploads,
                       wait_until, warm_conn)
 
@@ -63,7 +63,7 @@ def test_trickled_head_gets_408_within_header_timeout(start_server):
         answered = trickle_until_answered(c, b"GET / HTTP/1.1\r\n",
                                           b"X-Slow: " + b"a" * 200)
         assert_408_and_closed(c)
-    assert 0.8 <= answered <= 3.0, answered
+    assert 0.8 <= answered <= bound(3.0), answered
     assert srv.request("GET", "/").status == 200
 
 
@@ -76,7 +76,7 @@ def test_trickled_next_request_on_keepalive_gets_408(start_server):
         assert c.request("GET", "/").status == 200
         answered = trickle_until_answered(c, b"G", b"ET / HTTP/1.1\r\nX-Slow: " + b"a" * 200)
         assert_408_and_closed(c)
-    assert 0.8 <= answered <= 3.0, answered
+    assert 0.8 <= answered <= bound(3.0), answered
 
 
 def test_silent_connection_closed_after_header_timeout(start_server):
@@ -86,7 +86,7 @@ def test_silent_connection_closed_after_header_timeout(start_server):
         t0 = time.monotonic()
         assert c.expect_eof(10.0) == "eof"     # fails if any byte arrives
         elapsed = time.monotonic() - t0
-    assert 0.8 <= elapsed <= 3.0, elapsed
+    assert 0.8 <= elapsed <= bound(3.0), elapsed
     assert srv.request("GET", "/").status == 200
 
 
@@ -108,7 +108,7 @@ def test_stalled_upload_gets_408_and_temp_file_removed(start_server):
         # The temporary file is unlinked before the answer is sent.
         assert temp_uploads(srv.data_dir) == []
         assert c.expect_eof(5.0) == "eof"
-    assert 0.8 <= elapsed <= 3.0, elapsed
+    assert 0.8 <= elapsed <= bound(3.0), elapsed
     assert real_names(srv.data_dir) == ["doc.txt"]
     assert (srv.data_dir / "doc.txt").read_bytes() == old
     assert srv.request("GET", "/files/doc.txt").body == old
@@ -131,7 +131,7 @@ def test_300_half_sent_heads_do_not_delay_a_normal_client(start_server):
         r = srv.request("GET", "/")
         elapsed = time.monotonic() - t0
         assert r.status == 200
-        assert elapsed < 1.0, elapsed
+        assert elapsed < bound(1.0), elapsed
         # its thread ends; none of the slow clients was dropped meanwhile
         srv.wait_threads(301, timeout=10)
     finally:
@@ -168,13 +168,20 @@ def test_out_of_descriptors_pauses_accepts_without_spinning(start_server):
 
         # Measure the CPU the server burns while it cannot accept.  A loop
         # that polls the still-readable listener again at once spins a core.
+        paused = r"server: accept: Too many open files; pausing accepts"
         cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
+        pauses0 = len(srv.matching(paused))
         time.sleep(1.5)                         # the measurement window
         cpu = cpu_seconds(srv.pid) - cpu0
         window = time.monotonic() - t0
+        # Each failed accept logs a line: one per 100 ms pause, or thousands
+        # a second from a loop that spins.  Unlike the CPU time, the count
+        # does not depend on how much CPU a loaded machine leaves the server.
+        pauses = len(srv.matching(paused)) - pauses0
+        assert pauses <= 3 * window / 0.1, f"{pauses} failed accepts in {window:.2f} s"
         assert srv.fd_count() == NOFILE and srv.threads() == held, \
             "descriptors were not exhausted for the whole window"
-        assert cpu < 0.3, f"server used {cpu:.2f} s CPU in {window:.2f} s while out of fds"
+        assert cpu < bound(0.3), f"server used {cpu:.2f} s CPU in {window:.2f} s while out of fds"
         assert srv.running()
 
         # Finish every head: the accepted ones are answered and closed, which
@@ -349,7 +356,7 @@ def test_3000_keepalive_connections_then_sigint(start_server):
         rc = srv.wait_exit(10)
         elapsed = time.monotonic() - t0
         assert rc == 0
-        assert elapsed < 2.0, elapsed
+        assert elapsed < bound(2.0), elapsed
         assert srv.wait_line(SHUTDOWN_RE, 0).group(2) == str(N_MANY)
         assert srv.lines[-1] == "exit 0: every connection finished"
         for i, s in enumerate(socks):

@@ -470,15 +470,19 @@ def test_rolling_deploy_behind_nginx_sees_no_errors():
 def test_first_signal_after_handover_keeps_draining(family):
     """After a hand-over, the old server takes its first SIGTERM as the stop
     it is already doing (Ctrl+C reaches both servers in a terminal; systemd
-    signals the whole service): in-flight work still completes, exit 0."""
+    signals the whole service): it says so, in-flight work still completes,
+    exit 0."""
     fam = family()
     sleeper = http.client.HTTPConnection(HOST, fam.port, timeout=10)
     sleeper.request("GET", "/")
     assert sleeper.getresponse().read()
     sleeper.request("GET", "/sleep?ms=800")
     old, i = fam.hand_over()
-    fam.wait_line(r"shutdown requested by SIGHUP; draining 1 connection\(s\), grace 30 s", i)
+    i, _ = fam.wait_line(r"shutdown requested by SIGHUP; draining 1 connection\(s\), grace 30 s", i)
     os.kill(old, signal.SIGTERM)
+    # The signal was received and taken for the stop already under way
+    # (a server that ignored it, or never saw it, would not say so).
+    fam.wait_line(r"SIGTERM after hand-over: already draining", i)
     resp = sleeper.getresponse()
     assert resp.status == 200 and resp.read() == b"slept 800 ms\n"
     sleeper.close()

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import (EXIT1_RE, GRACE_OVER_RE, SECOND_SIGNAL_RE,
-                      SHUTDOWN_RE, build_request, connect_refused, wait_until,
-                      warm_conn)
+                      SERVER_RACE_BIN, SHUTDOWN_RE, bound, build_request,
+                      connect_refused, wait_until, warm_conn)
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
            pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -32,7 +32,7 @@ def test_idle_server_exits_0_promptly(start_server, sig):
     rc = srv.wait_exit(5)
     elapsed = time.monotonic() - t0
     assert rc == 0
-    assert elapsed < 1.0, elapsed
+    assert elapsed < bound(1.0), elapsed
     m = srv.wait_line(SHUTDOWN_RE, 0)
     assert m.group(1) == signame(sig)
     assert m.group(2) == "0"
@@ -49,7 +49,7 @@ def test_sigint_right_after_listening_line_20_times(start_server, tmp_path):
         rc = srv.wait_exit(5)
         elapsed = time.monotonic() - t0
         assert rc == 0, f"round {i}: status {rc}\n{srv.log_text()}"
-        assert elapsed < 1.0, f"round {i}: took {elapsed:.2f}s"
+        assert elapsed < bound(1.0), f"round {i}: took {elapsed:.2f}s"
         assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
 
 
@@ -62,7 +62,7 @@ def test_listener_closed_at_once_while_request_in_flight(server):
     sent = time.monotonic()
     server.signal(signal.SIGINT)
     server.wait_line(SHUTDOWN_RE)
-    assert wait_until(lambda: connect_refused(server.port), 1.0), \
+    assert wait_until(lambda: connect_refused(server.port), bound(1.0)), \
         "new connections still accepted after SIGINT"
     refused_at = time.monotonic()
     assert refused_at - sent < 1.5, "refusal only seen after the request finished"
@@ -178,8 +178,8 @@ def test_idle_keepalive_connection_closed_promptly(server):
     c = warm_conn(server)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert c.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert c.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     assert server.wait_exit(2) == 0
     assert server.lines[-1] == "exit 0: every connection finished"
 
@@ -190,8 +190,8 @@ def test_silent_connection_closed_promptly(server):
     server.wait_threads(2)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert c.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert c.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     assert server.wait_exit(2) == 0
     assert server.lines[-1] == "exit 0: every connection finished"
 
@@ -202,7 +202,7 @@ def test_many_idle_connections_closed_promptly(server):
     server.wait_threads(11)
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    results = [c.expect_eof(max(0.05, 1.0 - (time.monotonic() - t0))) for c in conns]
+    results = [c.expect_eof(max(0.05, bound(1.0) - (time.monotonic() - t0))) for c in conns]
     assert results == ["eof"] * 10
     assert server.wait_exit(2) == 0
 
@@ -214,8 +214,8 @@ def test_idle_conn_closed_while_another_drains(server):
     busy.send_request("GET", "/sleep?ms=1000")
     t0 = time.monotonic()
     server.signal(signal.SIGINT)
-    assert idle.expect_eof(1.0) == "eof"
-    assert time.monotonic() - t0 < 1.0
+    assert idle.expect_eof(bound(1.0)) == "eof"
+    assert time.monotonic() - t0 < bound(1.0)
     r = busy.read_response()
     assert r.status == 200 and "close" in r.connection_tokens()
     assert server.wait_exit(5) == 0
@@ -233,7 +233,7 @@ def test_grace_deadline_cuts_and_exits_1(start_server):
     rc = srv.wait_exit(6)
     elapsed = time.monotonic() - t0
     assert rc == 1
-    assert 0.9 <= elapsed < 4.0, elapsed
+    assert 0.9 <= elapsed < bound(4.0), elapsed
     assert srv.wait_line(GRACE_OVER_RE, 0).group(1) == "1"
     assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
     # the cut client gets no (partial) response, just the end of the stream
@@ -254,7 +254,7 @@ def test_second_signal_cuts_at_once(start_server, sig):
     rc = srv.wait_exit(5)
     elapsed = time.monotonic() - t1
     assert rc == 1
-    assert elapsed < 1.0, elapsed
+    assert elapsed < bound(1.0), elapsed
     m = srv.wait_line(SECOND_SIGNAL_RE, 0)
     assert m.group(1) == signame(sig) and m.group(2) == "1"
     assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
@@ -263,16 +263,72 @@ def test_second_signal_cuts_at_once(start_server, sig):
 
 
 def test_second_signal_with_nothing_left_exits_0(start_server):
-    """Status 0 whenever every connection finished: a drain that is over exits 0."""
-    srv = start_server("--grace", "30")
-    c = warm_conn(srv)
-    c.send_request("GET", "/sleep?ms=300")
+    """A second signal that finds nothing left to cut: exit 0, not 1.
+
+    The last connection ends just as the second SIGINT arrives.  The race
+    build (server-race) holds the main thread after it has taken the second
+    signal and before it counts what is left: the test finishes the last
+    download inside that window.  The status says what happened to the
+    connections (all finished), not how many times Ctrl+C was pressed."""
+    srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
+    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = srv.connect(rcvbuf=65536, timeout=bound(10))
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()                       # the thread is now stuck writing
+    assert head.status == 200
     srv.signal(signal.SIGINT)
-    r = c.read_response()
-    assert r.status == 200
-    assert srv.wait_exit(5) == 0
+    srv.wait_line(SHUTDOWN_RE, bound(5))
+    start = len(srv.lines)
+    srv.signal(signal.SIGINT)                  # the second: it will cut...
+    srv.wait_line_index(r"race window open: cut", start, bound(5))
+    # ...whatever is left once the window closes: by then, nothing.
+    assert c._read_exact(int(head.header("content-length"))) == blob
+    assert c.expect_eof(bound(2)) == "eof"
+    assert srv.wait_exit(bound(5)) == 0, srv.log_text()
+    assert srv.matching(r"second SIGINT; cutting 0 connection\(s\)"), srv.lines
     assert not srv.matching(EXIT1_RE)
     assert srv.lines[-1] == "exit 0: every connection finished"
+
+
+def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_server):
+    """The drain counts the live threads, then reaps the finished ones,
+    whose bytes on the reaper pipe it reads.  A last thread that finishes
+    between the two is reaped, but was still counted: the drain must count
+    again rather than wait for a byte it has already read (until the grace
+    deadline).  The race build holds the main thread between the count and
+    the reap; the test ends the last download inside that window."""
+    srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
+    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = srv.connect(rcvbuf=65536, timeout=bound(10))
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()                       # the thread is now stuck writing
+    assert head.status == 200
+    srv.signal(signal.SIGINT)
+    start = srv.wait_line_index(SHUTDOWN_RE, 0, bound(5))
+    srv.wait_line_index(r"race window open: reap", start, bound(5))
+    assert c._read_exact(int(head.header("content-length"))) == blob
+    assert c.expect_eof(bound(2)) == "eof"
+    assert srv.wait_exit(bound(3)) == 0, srv.log_text()
+    assert srv.lines[-1] == "exit 0: every connection finished"
+
+
+def test_one_byte_of_the_next_request_makes_a_connection_busy(server):
+    """Idle means not one byte of a next request: a keep-alive connection
+    holding the first byte of its next request at SIGINT is served, whole,
+    with Connection: close (RFC 9112 9.3.1 lets a client retry only what
+    the server closed on without reading)."""
+    c = warm_conn(server)
+    c.send(b"G")
+    server.signal(signal.SIGINT)
+    server.wait_line(SHUTDOWN_RE)
+    c.send(b"ET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = c.read_response()
+    assert r.status == 200
+    assert "close" in r.connection_tokens()
+    assert c.expect_eof(bound(2)) == "eof"
+    assert server.wait_exit(5) == 0
 
 
 def test_log_lines_in_order_for_graceful_drain(server):
@@ -292,11 +348,25 @@ def test_log_lines_in_order_for_graceful_drain(server):
 
 # ---------------------------------------------------------------- hygiene
 
+def guard_pages(pid):
+    """Inaccessible one-page mappings: each thread stack has one below it."""
+    n = 0
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            n += perms == "---p" and hi - lo == 4096
+    return n
+
+
 def test_threads_and_fds_do_not_pile_up(server):
-    """300 sequential connections: Threads back to 1, fd count flat."""
+    """300 sequential connections: Threads back to 1, fd count and thread
+    stacks flat (a finished thread that nobody joins keeps its stack, and
+    the stack its guard page: count those)."""
     assert server.request("GET", "/").status == 200
     server.wait_threads(1)
     base_fds = server.fd_count()
+    base_guards = guard_pages(server.pid)
     for i in range(300):
         with server.connect() as c:
             if i % 2:
@@ -307,6 +377,8 @@ def test_threads_and_fds_do_not_pile_up(server):
     server.wait_threads(1, timeout=10)
     assert wait_until(lambda: server.fd_count() == base_fds, 5), \
         f"fds {server.fd_count()} vs baseline {base_fds}"
+    grown = guard_pages(server.pid) - base_guards
+    assert grown < 100, f"{grown} more thread stacks after 300 connections"
     server.signal(signal.SIGINT)
     assert server.wait_exit(5) == 0
 
@@ -366,10 +438,12 @@ def test_sigpipe_large_download_reset(server):
         c.reset()
         server.wait_threads(1, timeout=5)
         assert server.running(), f"server died (status {server.proc.returncode})"
-    # Each download cut short left its line in the log.
-    cuts = server.matching(r"conn: GET /files/big\.bin: cut after (\d+) of (\d+) bytes: "
-                           r"the client is gone or stopped reading")
-    assert len(cuts) == 3, server.lines
+    # Each download cut short left its line in the log (read by another
+    # thread of ours: wait for it).
+    cut_re = (r"conn: GET /files/big\.bin: cut after (\d+) of (\d+) bytes: "
+              r"the client is gone or stopped reading")
+    assert wait_until(lambda: len(server.matching(cut_re)) == 3, bound(5)), server.lines
+    cuts = server.matching(cut_re)
     assert all(int(m.group(1)) < int(m.group(2)) == len(blob) for m in cuts)
     # Request, then close at once (FIN, nothing unread): the server's first
     # write draws an RST while it is in CLOSE_WAIT, so its next write fails
@@ -396,7 +470,10 @@ def test_backlog_connections_are_served_not_reset(server):
     os.kill(server.pid, signal.SIGSTOP)     # nothing is accepted while stopped
     clients = []
     try:
-        for _ in range(5):
+        # More than one accept batch (16): if the loop's last round takes
+        # the signal together with a ready listener, it accepts one batch
+        # before it ends, and the rest must still be served.
+        for _ in range(40):
             s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             clients.append(s)

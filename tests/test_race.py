@@ -1,0 +1,139 @@
+"""Races a microsecond wide, made deterministic by the test-only build.
+
+$SERVER_RACE_BIN (`make test` builds ./server-race) is the server compiled
+with -DGRACEFUL_RACE_WINDOW_MS: its main thread holds still between the
+accept loop's check of the flag and its wait, logging `race window open:
+accept` and then `race window closed: accept` (with `; a signal came in
+it` when a signal arrived meanwhile).  A test sends its signal when the window opens, so the
+signal lands where a textbook loop loses it; the close line proves it did.
+Should a loaded machine be so slow that the signal misses the window, the
+round proves nothing and is tried again on a fresh server.
+"""
+
+import re
+import signal
+import socket
+
+import pytest
+
+from conftest import HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, wait_until, warm_conn
+
+OPEN = "race window open: accept"
+CLOSED_RE = r"race window closed: accept(; a signal came in it)?"
+ROUNDS = 3
+
+
+def signal_inside_window(srv, sig, start):
+    """Wait for a window to open at or after line start, send sig into it,
+    and return whether the server saw it arrive inside the window."""
+    i = srv.wait_line_index(OPEN, start, bound(10))
+    srv.signal(sig)
+    j = srv.wait_line_index(CLOSED_RE, i + 1, bound(10))
+    return srv.lines[j].endswith("a signal came in it"), j
+
+
+def race_server(start_server, *args, **kw):
+    return start_server(*args, binary=SERVER_RACE_BIN, **kw)
+
+
+SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
+           pytest.param(signal.SIGTERM, id="SIGTERM")]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_signal_between_check_and_wait_is_not_lost(start_server, tmp_path, sig):
+    """Hole 2: a signal that lands after the loop checked its flag but before
+    it waits stays pending, and the wait takes it: exit 0 at once.  (A
+    textbook loop has already read the flag: it then waits forever.)"""
+    for n in range(ROUNDS):
+        srv = race_server(start_server, data_dir=tmp_path / f"d{n}")
+        came, _ = signal_inside_window(srv, sig, 0)
+        if not came:
+            assert srv.wait_exit(bound(5)) == 0
+            continue
+        assert srv.wait_exit(bound(2)) == 0
+        assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
+        return
+    pytest.fail(f"the signal missed the window {ROUNDS} times: machine overloaded?")
+
+
+def test_signal_with_connection_threads_alive_reaches_the_main_thread(start_server, tmp_path):
+    """Hole 3: with connection threads alive and the main thread busy (in the
+    window, signals blocked), a process-directed SIGINT must still reach the
+    main thread: the connection threads block it.  (If a connection thread
+    took it, the main thread would sleep on in its wait.)"""
+    for n in range(ROUNDS):
+        srv = race_server(start_server, data_dir=tmp_path / f"d{n}")
+        c = warm_conn(srv)
+        srv.wait_threads(2)
+        # Let the window now open close, then wake the loop with a second
+        # connection: the window it opens next has both threads alive.
+        assert wait_until(lambda: srv.lines.count(OPEN) == len(srv.matching(CLOSED_RE)),
+                          bound(10))
+        start = len(srv.lines)
+        poke = srv.connect()
+        came, _ = signal_inside_window(srv, signal.SIGINT, start)
+        if came:
+            rc = srv.wait_exit(bound(3))
+            assert rc == 0, srv.log_text()
+            assert c.expect_eof(bound(1)) == "eof"
+            poke.close()
+            c.close()
+            return
+        srv.wait_exit(bound(5))
+        poke.close()
+        c.close()
+    pytest.fail(f"the signal missed the window {ROUNDS} times: machine overloaded?")
+
+
+def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_server):
+    """The ppoll subtlety (let_pending_signals_in): a signal pending when the
+    wait returns with connections ready is taken in that very round, not
+    postponed while the backlog stays full.  The race build accepts one
+    batch of 16 per window, so a backlog of 100 keeps the listener ready for
+    six rounds; the shutdown must begin right after the first."""
+    srv = race_server(start_server, "--max-conns", "200")
+    srv.wait_line_index(OPEN, 0, bound(10))     # the loop has started
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    clients = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection((HOST, srv.port), timeout=bound(30))
+            s.sendall(request)
+            clients.append(s)
+        came, j = signal_inside_window(srv, signal.SIGINT, len(srv.lines))
+        assert came, "the signal missed a 1 s window"
+        # The round that ends this window must take the signal: the next
+        # thing the main thread logs is the shutdown, not another window.
+        k = srv.wait_line_index(f"{OPEN}|{SHUTDOWN_RE}", j + 1, bound(5))
+        assert re.fullmatch(SHUTDOWN_RE, srv.lines[k]), \
+            f"the loop went round again with the signal pending:\n{srv.log_text()}"
+        for i, s in enumerate(clients):
+            reply = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 "), f"client {i}: {reply!r}"
+        assert srv.wait_exit(bound(10)) == 0
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(start_server):
+    """An idle keep-alive connection closed by the drain, while its client
+    sends the next request at that very moment (inside the window, after the
+    thread looked for input and before it closes): the client reads a clean
+    EOF, a close it can retry after (RFC 9112 9.3.1), not a RST; exit 0.
+    (close() with the request unread would reset it.)"""
+    srv = race_server(start_server, env={"GRACEFUL_RACE_IDLE_CLOSE": "1"})
+    c = warm_conn(srv)
+    srv.signal(signal.SIGINT)
+    i = srv.wait_line_index("race window open: idle-close", 0, bound(10))
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert srv.wait_line_index("race window closed: idle-close", i + 1, bound(10)) > i
+    assert c.expect_eof(bound(2)) == "eof"
+    c.close()
+    assert srv.wait_exit(bound(5)) == 0
