@@ -57,6 +57,9 @@
 /* Closing in stages: how long and how much unread input we discard. */
 #define LINGER_MS 1000
 #define LINGER_BYTES (1 << 20)
+/* Closing an idle connection: how long to wait for a request that was
+ * already on its way (see conn_close). */
+#define IDLE_CLOSE_WAIT_MS 5
 /* Buffer for file bodies, both directions. */
 #define IO_CHUNK 65536
 #define FILE_NAME_MAX 128
@@ -490,7 +493,7 @@ static void race_window_idle_close(void)
 #define RACE_WINDOW_IDLE_CLOSE() ((void)0)
 #endif
 
-static void discard_input(struct conn *c, bool until_acked);
+static void discard_input(struct conn *c, long long wait_ms, bool until_acked);
 
 /*
  * Close the connection without destroying a response the client has not
@@ -507,14 +510,17 @@ static void discard_input(struct conn *c, bool until_acked);
  *   - We end an idle connection (at drain, or after the keep-alive
  *     timeout): the client may be sending its next request at this very
  *     moment, not yet knowing we close, and would see "connection reset"
- *     for a request it had every right to send.  So we send our FIN first
- *     (shutdown), then wait only until the client's kernel has
- *     acknowledged it: TCP delivers the client's bytes in order, so
- *     whatever it sent before it received our FIN has arrived by then,
- *     and we discard it.  After the FIN, a client that checks for EOF
- *     before reusing a connection (RFC 9112 9.3.1) sends nothing more.  On
- *     loopback the acknowledgement is there when shutdown() returns;
- *     across a network it costs a round trip, bounded by LINGER_MS.
+ *     instead of the clean EOF after which clients retry (RFC 9112
+ *     9.3.1).  So we send our FIN first (shutdown), then discard whatever
+ *     arrives until the client's kernel acknowledges the FIN (TCP delivers
+ *     its bytes in order, so whatever it sent before it received our FIN
+ *     has arrived by then), the client closes too, or IDLE_CLOSE_WAIT_MS
+ *     pass.  The bound is short on purpose: a request already on its way
+ *     over loopback or a LAN arrives well within it, while a silent
+ *     client's kernel delays its ACK of a FIN (Linux: 40 ms at least), and
+ *     waiting for that would hold every idle connection at the drain.  A
+ *     request that takes longer than the bound to arrive (a long round
+ *     trip) can still meet a RST, as it would without the wait.
  *
  * A connection whose client said its last request was the last and sent it
  * without a body is closed at once: such a client sends nothing more (RFC
@@ -533,7 +539,7 @@ static void conn_close(struct conn *c)
         RACE_WINDOW_IDLE_CLOSE();
 
     if ((unread || c->idle_close) && !c->cut && shutdown(c->fd, SHUT_WR) == 0)
-        discard_input(c, !unread);
+        discard_input(c, unread ? LINGER_MS : IDLE_CLOSE_WAIT_MS, !unread);
     /* close() of a socket cannot fail in a way we could act on: the
      * descriptor is released either way (POSIX leaves EINTR unspecified;
      * Linux always releases it). */
@@ -557,14 +563,12 @@ static bool fin_acknowledged(int fd)
 
 /*
  * After shutdown(SHUT_WR): read and discard what the client sends until it
- * closes its side, LINGER_MS pass, or (until_acked) nothing is pending and
- * our FIN is acknowledged.  No event tells of that acknowledgement, so the
- * wait for it is polled, 1 ms doubling to 64 ms.
+ * closes its side, wait_ms pass, or (until_acked) nothing is pending and
+ * our FIN is acknowledged.
  */
-static void discard_input(struct conn *c, bool until_acked)
+static void discard_input(struct conn *c, long long wait_ms, bool until_acked)
 {
-    long long deadline = now_ms() + LINGER_MS;
-    long long step_ms = 1;
+    long long deadline = now_ms() + wait_ms;
     size_t discarded = 0;
 
     /* The request buffer is ours to overwrite now; a stack array here
@@ -579,20 +583,11 @@ static void discard_input(struct conn *c, bool until_acked)
             continue;
         if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
             return;         /* the client closed too, or the socket failed */
-        long long wake = deadline;
-        if (until_acked) {
-            if (fin_acknowledged(c->fd))
-                return;
-            long long now = now_ms();
-            if (now + step_ms < deadline)
-                wake = now + step_ms;
-            if (step_ms < 64)
-                step_ms *= 2;
-        }
-        enum wait_result w = wait_fd(c, POLLIN, false, wake);
-        if (w == WAIT_TIMEOUT && wake < deadline)
-            continue;
-        if (w != WAIT_READY)
+        if (until_acked && fin_acknowledged(c->fd))
+            return;
+        /* No event tells of the acknowledgement: input, EOF or the
+         * deadline ends this wait. */
+        if (wait_fd(c, POLLIN, false, deadline) != WAIT_READY)
             return;
     }
 }
