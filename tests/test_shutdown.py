@@ -262,6 +262,19 @@ def test_second_signal_cuts_at_once(start_server, sig):
     assert c.expect_eof(2.0) in ("eof", "reset")
 
 
+def download_stuck_writing(srv):
+    """A connection whose thread is stuck writing an 8 MiB download (more
+    than the send buffer holds) that the client has not read yet: returns
+    (conn, response head, the file's bytes)."""
+    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
+    c = srv.connect(rcvbuf=65536, timeout=bound(10))
+    c.send_request("GET", "/files/big.bin")
+    head = c.read_head()
+    assert head.status == 200
+    return c, head, blob
+
+
 def test_second_signal_with_nothing_left_exits_0(start_server):
     """A second signal that finds nothing left to cut: exit 0, not 1.
 
@@ -271,12 +284,7 @@ def test_second_signal_with_nothing_left_exits_0(start_server):
     download inside that window.  The status says what happened to the
     connections (all finished), not how many times Ctrl+C was pressed."""
     srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
-    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
-    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
-    c = srv.connect(rcvbuf=65536, timeout=bound(10))
-    c.send_request("GET", "/files/big.bin")
-    head = c.read_head()                       # the thread is now stuck writing
-    assert head.status == 200
+    c, head, blob = download_stuck_writing(srv)
     srv.signal(signal.SIGINT)
     srv.wait_line(SHUTDOWN_RE, bound(5))
     start = len(srv.lines)
@@ -299,12 +307,7 @@ def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_serv
     deadline).  The race build holds the main thread between the count and
     the reap; the test ends the last download inside that window."""
     srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
-    blob = bytes(range(256)) * (8 * 1024 * 1024 // 256)   # > the 4 MiB send buffer
-    assert srv.request("PUT", "/files/big.bin", body=blob).status == 201
-    c = srv.connect(rcvbuf=65536, timeout=bound(10))
-    c.send_request("GET", "/files/big.bin")
-    head = c.read_head()                       # the thread is now stuck writing
-    assert head.status == 200
+    c, head, blob = download_stuck_writing(srv)
     srv.signal(signal.SIGINT)
     start = srv.wait_line_index(SHUTDOWN_RE, 0, bound(5))
     srv.wait_line_index(r"race window open: reap", start, bound(5))
