@@ -543,8 +543,9 @@ struct server {
  * glibc neither advises nor unmaps, so we keep each joined thread's
  * record, stack included, for the next connection: once warm, starting a
  * connection thread maps nothing and ending one unmaps nothing.  What
- * glibc did that we must do ourselves: the guard page, the lowest page of each stack, PROT_NONE so
- * that an overflow faults instead of writing over whatever lies below.
+ * glibc did that we must do ourselves: the guard page, the lowest page of
+ * each stack, PROT_NONE so that an overflow faults instead of writing over
+ * whatever lies below.
  */
 #define SPARE_THREADS_MAX 256
 
@@ -587,10 +588,10 @@ static struct conn_thread *conn_thread_get(struct server *srv)
  * Keep a joined thread's record and stack for the next connection, up to
  * SPARE_THREADS_MAX of them (a spare stack keeps the pages its threads
  * touched, 12 KiB for most, so about 3 MiB): beyond that, a burst of
- * connections would hold its peak of stacks for good.  While draining every one is
- * kept: nothing is started any more, and the exit that follows frees the
- * address space in one go, instead of a munmap (and its TLB shootdown) per
- * stack.
+ * connections would hold its peak of stacks for good.  While draining
+ * every one is kept: nothing is started any more, and the exit that
+ * follows frees the address space in one go, instead of a munmap (and its
+ * TLB shootdown) per stack.
  */
 static void conn_thread_put(struct server *srv, struct conn_thread *t)
 {
