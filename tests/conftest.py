@@ -490,6 +490,17 @@ def warm_conn(srv, timeout=5.0):
     return c
 
 
+def read_to_eof(sock):
+    """Everything a plain socket receives until a clean EOF; a reset raises
+    ConnectionResetError, so a test that calls it asserts there was none."""
+    reply = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return reply
+        reply += chunk
+
+
 def connect_refused(port):
     """True if a connect() to the port is refused right now."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -16,7 +16,8 @@ import socket
 
 import pytest
 
-from conftest import HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, wait_until, warm_conn
+from conftest import (HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, read_to_eof, wait_until,
+                      warm_conn)
 
 OPEN = "race window open: accept"
 CLOSED_RE = r"race window closed: accept(; a signal came in it)?"
@@ -109,12 +110,7 @@ def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_s
         assert re.fullmatch(SHUTDOWN_RE, srv.lines[k]), \
             f"the loop went round again with the signal pending:\n{srv.log_text()}"
         for i, s in enumerate(clients):
-            reply = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(s)
             assert reply.startswith(b"HTTP/1.1 200 "), f"client {i}: {reply!r}"
         assert srv.wait_exit(bound(10)) == 0
     finally:

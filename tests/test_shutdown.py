@@ -9,7 +9,7 @@ import pytest
 
 from conftest import (EXIT1_RE, GRACE_OVER_RE, SECOND_SIGNAL_RE,
                       SERVER_RACE_BIN, SHUTDOWN_RE, bound, build_request,
-                      connect_refused, wait_until, warm_conn)
+                      connect_refused, read_to_eof, wait_until, warm_conn)
 
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
            pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -484,12 +484,7 @@ def test_backlog_connections_are_served_not_reset(server):
     finally:
         os.kill(server.pid, signal.SIGCONT)
     for s in clients:
-        reply = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_to_eof(s)
         s.close()
         # Served whole, then a clean EOF (recv would raise on a reset).
         assert reply.startswith(b"HTTP/1.1 200 "), reply
