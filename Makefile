@@ -21,7 +21,7 @@ SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick clean \
-        gracecheck gracecheck-peers
+        gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
 
@@ -68,6 +68,9 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c bench/floor.c
 	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
+	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c
+	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c -- -std=c11 -Ilesson
 
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
@@ -102,6 +105,20 @@ gracecheck: server
 gracecheck-peers:
 	sh gracecheck/peers.sh $(PYTHON)
 
+# The lesson: lesson/steps/*.patch applied in turn to lesson/naive.c, each
+# stage built (and built again with the race window), gracecheck run on
+# every stage and on ./server, and the matrix compared with
+# lesson/expected.txt.  LESSON_JOBS columns run at once.
+LESSON_BUILD = lesson/build
+LESSON_JOBS ?= 3
+
+lesson-stages:
+	CC="$(CC)" CFLAGS="$(ALL_CFLAGS)" sh lesson/stages.sh $(LESSON_BUILD)
+
+lesson: server lesson-stages
+	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
+	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt $(if $(LESSON_FULL),--full)
+
 bench: server
 	$(PYTHON) bench/bench.py
 
@@ -110,4 +127,5 @@ bench-quick: server
 
 clean:
 	rm -f server server-asan server-tsan fuzz/fuzz_parser fuzz/fuzz_chunked
-	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked
+	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked \
+	    $(LESSON_BUILD) lesson/__pycache__

@@ -11,16 +11,21 @@
  *      connection thread inherits the blocked mask and the kernel can only
  *      deliver them to the main thread.
  *   2. The accept loop waits in ppoll(), which unblocks the signals only
- *      while it waits (the drain's waits do the same).  A signal that arrives between our check of the flag and
- *      the wait stays pending and interrupts ppoll() the moment it starts:
- *      no lost wake-up, no need for another connection to arrive.
- *   3. The handler stores to an atomic and returns; ppoll() fails with EINTR
+ *      while it waits (the drain's waits do the same).  A signal that
+ *      arrives between our check of the signal count and the wait stays
+ *      pending and interrupts ppoll() the moment it starts: no lost
+ *      wake-up, no need for another connection to arrive.
+ *   3. The handler counts the signal (an atomic counter, not a flag: the
+ *      second signal forces, step 6) and returns; ppoll() fails with EINTR
  *      and the loop ends.
- *   4. Stop accepting: close the listener, so new clients are refused at
- *      once instead of waiting in a backlog nobody will read.
+ *   4. Stop accepting: take in the backlog (clients that connected and sent
+ *      a request are served, not reset), then close the listener, so new
+ *      clients are refused at once instead of waiting in a backlog nobody
+ *      will read.
  *   5. Drain: set the draining flag, then close the drain pipe.  Idle
  *      connections see the pipe and close; busy ones finish their request
- *      and, seeing the flag, answer with Connection: close.
+ *      (and any already pipelined behind it) and, seeing the flag, the
+ *      last response says Connection: close.
  *   6. Wait: join connection threads as each one finishes, until none are
  *      left, the grace period ends, or a second signal arrives.
  *   7. Force, if needed: close the force pipe; every wait in every handler
@@ -1309,9 +1314,10 @@ int main(int argc, char **argv)
         break;
     case LOOP_SIGNAL:
         reason = signal_name(atomic_load(&last_signal));
-        /* Clients already in the backlog have connected and sent their
-         * request; closing the listener would reset them.  Take them in:
-         * they are served under the drain's rules. */
+        /* Step 4, first half.  Clients already in the backlog have
+         * connected and sent their request; closing the listener would
+         * reset them.  Take them in: they are served under the drain's
+         * rules. */
         (void)accept_pending(&srv, listen_fd, SOMAXCONN);
         break;
     case LOOP_ERROR:
@@ -1321,9 +1327,10 @@ int main(int argc, char **argv)
         break;
     }
 
-    /* Step 4: refuse new clients now rather than leave them in the backlog.
-     * After a hand-over the new server holds the socket too, so for
-     * clients nothing closes: the queue just has one reader fewer. */
+    /* Step 4, second half: refuse new clients now rather than leave them
+     * in the backlog.  After a hand-over the new server holds the socket
+     * too, so for clients nothing closes: the queue just has one reader
+     * fewer. */
     (void)close(listen_fd);
     log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
              reason, live_count(&srv), opt.grace_s);
