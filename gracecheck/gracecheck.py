@@ -264,13 +264,15 @@ def check_idle_keepalive(cfg):
         ends = read_ends(clients, HANG_BOUND)
         server.wait_exit(max(0.0, server.signal_at + HANG_BOUND - time.monotonic()))
         took = server.exit_after_signal()
+        hung = "" if took is not None else \
+            f" ({server.snapshot()})" + server.stderr_tail("; stderr: ", 5)
         for c in clients:
             c.close()
         eofs = ends.count("eof")
         figure = (f"exit {ms(took)}" if took is not None else f"no exit in {HANG_BOUND:g} s") \
             + f"; {eofs} of 200 EOF"
         if took is None or took > EXIT_BOUND:
-            return failed(figure, "exit must come within 1 s with idle connections open")
+            return failed(figure, "exit must come within 1 s with idle connections open" + hung)
         if eofs < 200:
             return failed(figure, summarize(ends))
         return passed(figure, describe_status(server.status))
@@ -841,6 +843,21 @@ class Server:
             self.signal_group(signal.SIGKILL)
             self._exited.wait(HANG_BOUND)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def snapshot(self):
+        """What a server that did not exit is doing: its threads by the
+        kernel function each waits in (/proc/PID/task/TID/wchan)."""
+        waits = {}
+        for pid in group_members(self.proc.pid):
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                        where = f.read().strip() or "running"
+                    waits[where] = waits.get(where, 0) + 1
+            except OSError:
+                continue
+        return "threads waiting in " + ", ".join(
+            f"{w} x{n}" for w, n in sorted(waits.items())) if waits else "no process"
 
     def stderr_tail(self, prefix, n=3):
         tail = [t for s, t in self.lines if s == "stderr"][-n:]
