@@ -490,6 +490,31 @@ def warm_conn(srv, timeout=5.0):
     return c
 
 
+def check_hostile(srv, raw, status, may_start_upload=False):
+    """Send raw on a fresh connection and check the hostile-input contract:
+    a short error with Connection: close, then EOF; nothing changed in the
+    data directory or its parent; the next client, on a new connection, is
+    served.  With may_start_upload, a temporary file may have come and gone
+    (so directory times may change): then only the names must be the same.
+    Returns the error response."""
+    def snapshot():
+        if may_start_upload:
+            return real_names(srv.data_dir), real_names(srv.data_dir.parent)
+        return tree_state(srv.data_dir.parent)
+
+    before = snapshot()
+    with srv.connect(timeout=10) as c:
+        # The server may answer and stop reading before all of raw is sent.
+        c.send_tolerant(raw)
+        r = c.read_response(timeout=10)
+        assert_error(r, status)
+        assert "close" in r.connection_tokens(), r.header_list
+        assert c.expect_eof(5.0) == "eof"
+    assert snapshot() == before, "files changed on disk"
+    assert srv.request("GET", "/").status == 200
+    return r
+
+
 def read_to_eof(sock):
     """Everything a plain socket receives until a clean EOF; a reset raises
     ConnectionResetError, so a test that calls it asserts there was none."""

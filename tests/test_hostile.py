@@ -10,25 +10,9 @@ import os
 
 import pytest
 
-from conftest import assert_error, build_request, real_names, tree_state
+from conftest import build_request, check_hostile, real_names
 
 HEAD_ONLY = b"Host: x\r\n\r\n"
-
-
-def check_hostile(srv, raw, status):
-    """Send raw on a fresh connection and check the hostile-input contract."""
-    before = tree_state(srv.data_dir.parent)
-    with srv.connect(timeout=10) as c:
-        # The server may answer and stop reading before all of raw is sent.
-        c.send_tolerant(raw)
-        r = c.read_response(timeout=10)
-        assert_error(r, status)
-        assert "close" in r.connection_tokens(), r.header_list
-        assert c.expect_eof(5.0) == "eof"
-    assert tree_state(srv.data_dir.parent) == before, "files changed on disk"
-    after = srv.request("GET", "/")
-    assert after.status == 200
-    return r
 
 
 # ---------------------------------------------------------------- garbage
