@@ -61,6 +61,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/filter.h>       /* SO_ATTACH_FILTER: see stop_new_handshakes */
+#endif
 
 #define SERVER_VERSION "0.1.0"
 
@@ -752,6 +755,66 @@ static bool accept_pending(struct server *srv, int listen_fd, int batch)
     return false;
 }
 
+/*
+ * Step 4 must close the listener, and close(2) of a listening socket
+ * resets every connection left in its backlog: clients whose connect()
+ * has returned, some with their request already sent.  Taking in the
+ * backlog first is not enough, because the kernel goes on completing
+ * handshakes for us until the very close(): one that completes after our
+ * last accept() is reset.  So step 4 first tells the kernel to stop.
+ * There is no call for that (no "un-listen"); a socket filter does it
+ * (socket(7), SO_ATTACH_FILTER): on a TCP socket the filter sees each
+ * segment from its TCP header on, and this one drops every segment with
+ * SYN set.  No new handshake starts.  The last segments of handshakes
+ * already under way carry no SYN and pass, as does everything on
+ * connections already queued (accepted sockets inherit the filter, and
+ * never receive a SYN).  A client whose SYN was dropped sends it again
+ * after the initial retransmission timeout, one second (RFC 6298 2.1),
+ * finds the listener closed and is refused: safe to retry, unlike a reset
+ * after its request was sent.  A handshake still under way when we close
+ * (SYN in before the filter, its last ACK after our last accept) is still
+ * reset: on loopback that is microseconds, over a network one round trip.
+ * Linux only; elsewhere this fails with ENOPROTOOPT and the window stays.
+ */
+static int stop_new_handshakes(int listen_fd)
+{
+#ifdef SO_ATTACH_FILTER
+    static struct sock_filter drop_syn[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),         /* TCP flags byte */
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x02, 0, 1), /* SYN set? */
+        BPF_STMT(BPF_RET | BPF_K, 0),                   /* yes: drop */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),          /* no: keep it all */
+    };
+    struct sock_fprog prog = { .len = sizeof drop_syn / sizeof drop_syn[0],
+                               .filter = drop_syn };
+    return setsockopt(listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+#else
+    (void)listen_fd;
+    errno = ENOPROTOOPT;
+    return -1;
+#endif
+}
+
+/*
+ * The end of step 4.  A socket we inherited (from systemd, or from the
+ * server we took over from) may still be held by whoever gave it to us,
+ * and it goes on listening after our close(): leave it as we found it.
+ * Its backlog survives our close, so it needs no filter anyway.
+ */
+static void close_listener(int listen_fd, bool inherited)
+{
+#ifdef SO_DETACH_FILTER
+    /* ENOENT when no filter was attached: nothing to undo. */
+    if (inherited)
+        (void)setsockopt(listen_fd, SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+#else
+    (void)inherited;
+#endif
+    /* A listening socket has no unsent data, so close() cannot fail in a
+     * way we could act on. */
+    (void)close(listen_fd);
+}
+
 /* ------------------------------------------------------------------ */
 /* Hot restart on SIGHUP                                              */
 /* ------------------------------------------------------------------ */
@@ -1015,12 +1078,14 @@ enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 /*
  * Tests only.  `make test` also builds server-race with
  * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
- * N ms at three places where a race is microseconds wide: in the accept
+ * N ms at four places where a race is microseconds wide: in the accept
  * loop between the check of the flag and the wait (where a textbook loop
- * loses a signal, hole 2), in the drain between counting the live threads
- * and reaping, and after a second signal before counting what is left to
- * cut.  A test can then put its signal, or the end of its last connection,
- * exactly inside the window.  In every other build this is nothing.
+ * loses a signal, hole 2), between step 4's last accept and its close of
+ * the listener, in the drain between counting the live threads and
+ * reaping, and after a second signal before counting what is left to cut.
+ * A test can then put its signal, its connect, or the end of its last
+ * connection exactly inside the window.  In every other build this is
+ * nothing.
  */
 #ifdef GRACEFUL_RACE_WINDOW_MS
 static void race_window(const char *where)
@@ -1039,8 +1104,13 @@ static void race_window(const char *where)
     log_line("race window closed: %s%s", where, came ? "; a signal came in it" : "");
 }
 #define RACE_WINDOW(where) race_window(where)
+/* This one would hold every shutdown still, so only tests that set
+ * GRACEFUL_RACE_CLOSE get it. */
+#define RACE_WINDOW_CLOSE() \
+    (getenv("GRACEFUL_RACE_CLOSE") != NULL ? race_window("close") : (void)0)
 #else
 #define RACE_WINDOW(where) ((void)0)
+#define RACE_WINDOW_CLOSE() ((void)0)
 #endif
 
 /*
@@ -1366,8 +1436,12 @@ int main(int argc, char **argv)
         reason = signal_name(atomic_load(&last_signal));
         /* Step 4, first half.  Clients already in the backlog have
          * connected and sent their request; closing the listener would
-         * reset them.  Take them in: they are served under the drain's
-         * rules. */
+         * reset them.  Stop the kernel completing new handshakes, then
+         * take in the ones it completed: they are served under the
+         * drain's rules. */
+        if (stop_new_handshakes(listen_fd) != 0)
+            log_line("server: cannot stop new handshakes before closing the listener: %s",
+                     strerror(errno));
         (void)accept_pending(&srv, listen_fd, SOMAXCONN);
         break;
     case LOOP_ERROR:
@@ -1381,7 +1455,8 @@ int main(int argc, char **argv)
      * in the backlog.  After a hand-over the new server holds the socket
      * too, so for clients nothing closes: the queue just has one reader
      * fewer. */
-    (void)close(listen_fd);
+    RACE_WINDOW_CLOSE();
+    close_listener(listen_fd, inherited);
     log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
              reason, live_count(&srv), opt.grace_s);
 

@@ -133,3 +133,36 @@ def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(s
     assert c.expect_eof(bound(2)) == "eof"
     c.close()
     assert srv.wait_exit(bound(5)) == 0
+
+
+def test_client_connecting_between_the_last_accept_and_close_is_refused_not_reset(start_server):
+    """Step 4's two-stage close: a client whose connect() comes after the
+    drain's last accept() and before the listener closes (inside the window)
+    is refused, which any client may retry, not let in by the kernel and
+    then reset by close() with its request sent.  Its SYN is dropped; the
+    one it sends again a second later finds the listener closed."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for n in range(ROUNDS):
+        srv = race_server(start_server, env={"GRACEFUL_RACE_CLOSE": "1"})
+        srv.wait_line_index(OPEN, 0, bound(10))     # listening
+        srv.signal(signal.SIGINT)
+        i = srv.wait_line_index("race window open: close", 0, bound(10))
+        with socket.socket() as s:
+            s.settimeout(bound(8))
+            inside = not srv.matching("race window closed: close.*")
+            try:
+                s.connect((HOST, srv.port))
+            except ConnectionRefusedError:
+                outcome = "refused"
+            else:
+                s.sendall(request)
+                try:
+                    outcome = f"let in, then read {read_to_eof(s)!r}"
+                except ConnectionResetError:
+                    outcome = "let in, then reset with its request sent"
+        srv.wait_line_index("race window closed: close", i + 1, bound(10))
+        assert srv.wait_exit(bound(5)) == 0
+        if inside:
+            assert outcome == "refused", outcome
+            return
+    pytest.fail(f"the connect missed the window {ROUNDS} times: machine overloaded?")
