@@ -18,10 +18,11 @@
  *   3. The handler counts the signal (an atomic counter, not a flag: the
  *      second signal forces, step 6) and returns; ppoll() fails with EINTR
  *      and the loop ends.
- *   4. Stop accepting: take in the backlog (clients that connected and sent
- *      a request are served, not reset), then close the listener, so new
- *      clients are refused at once instead of waiting in a backlog nobody
- *      will read.
+ *   4. Stop accepting: stop the kernel completing new handshakes (a
+ *      filter drops SYNs), take in the backlog (clients that connected and
+ *      sent a request are served, not reset), then close the listener, so
+ *      new clients are refused at once instead of waiting in a backlog
+ *      nobody will read.
  *   5. Drain: set the draining flag, then close the drain pipe.  Idle
  *      connections see the pipe and close; busy ones finish their request
  *      (and any already pipelined behind it) and, seeing the flag, the

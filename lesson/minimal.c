@@ -9,7 +9,7 @@
  *   2. Wait in ppoll(), with them unblocked only inside the wait.
  *   3. The handler counts the signal and returns; ppoll() fails with EINTR
  *      and the loop ends.
- *   4. Take in the backlog and close the listener.
+ *   4. Drop new SYNs, take in the backlog, close the listener.
  *   5. Drain: set the flag, then close the drain pipe.
  *   6. Join threads as they finish, until none are left, the grace
  *      deadline passes or a second signal comes.
@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>     /* stop_new_handshakes */
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -292,6 +293,27 @@ static long parse_number(const char *arg, long max)
     return errno != 0 || end == arg || *end != '\0' || n < 0 || n > max ? -1 : n;
 }
 
+/*
+ * close() of a listener resets the connections in its backlog, and the
+ * kernel completes handshakes until the very close(): a client that
+ * connects after the last accept() is let in, then reset.  A socket filter
+ * that drops SYNs (Linux) stops new handshakes first; a client whose SYN
+ * is dropped sends it again a second later and is refused.
+ */
+static void stop_new_handshakes(int fd)
+{
+    static struct sock_filter drop_syn[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),           /* the TCP flags */
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x02, 0, 1), /* SYN? */
+        BPF_STMT(BPF_RET | BPF_K, 0),                     /* drop it */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),            /* keep the rest */
+    };
+    struct sock_fprog prog = { .len = 4, .filter = drop_syn };
+
+    /* Should it fail, the window stays open; nothing else changes. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
 /* A listening TCP socket on 127.0.0.1:port, or -1. */
 static int listen_on(int port)
 {
@@ -374,7 +396,10 @@ int main(int argc, char **argv)
     }
     /* 4. Take in the backlog, then close the listener: clients that connected
      * and sent a request before the signal are served, not reset, and new
-     * ones are refused at once instead of waiting where nobody will look. */
+     * ones are refused at once instead of waiting where nobody will look.
+     * New SYNs are dropped first: until close() the kernel goes on letting
+     * clients in, and close() would reset them. */
+    stop_new_handshakes(listener);
     while (accept_one(listener, &sh, &live) == 0)
         ;
     close(listener);
