@@ -800,20 +800,29 @@ static int stop_new_handshakes(int listen_fd)
  * The end of step 4.  A socket we inherited (from systemd, or from the
  * server we took over from) may still be held by whoever gave it to us,
  * and it goes on listening after our close(): leave it as we found it.
- * Its backlog survives our close, so it needs no filter anyway.
+ * Its backlog survives our close, so it needs no filter anyway.  Returns
+ * -1 with errno set if the filter could not be taken off; the listener is
+ * closed either way.
  */
-static void close_listener(int listen_fd, bool inherited)
+static int close_listener(int listen_fd, bool inherited)
 {
+    int err = 0;
 #ifdef SO_DETACH_FILTER
-    /* ENOENT when no filter was attached: nothing to undo. */
-    if (inherited)
-        (void)setsockopt(listen_fd, SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+    /* The value is ignored, but Linux refuses an option shorter than an
+     * int.  ENOENT means no filter was attached: nothing to undo. */
+    int unused = 0;
+    if (inherited &&
+        setsockopt(listen_fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) != 0 &&
+        errno != ENOENT)
+        err = errno;
 #else
     (void)inherited;
 #endif
     /* A listening socket has no unsent data, so close() cannot fail in a
      * way we could act on. */
     (void)close(listen_fd);
+    errno = err;
+    return err != 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1457,7 +1466,9 @@ int main(int argc, char **argv)
      * too, so for clients nothing closes: the queue just has one reader
      * fewer. */
     RACE_WINDOW_CLOSE();
-    close_listener(listen_fd, inherited);
+    if (close_listener(listen_fd, inherited) != 0)
+        log_line("server: cannot take the SYN filter off the inherited listener: %s",
+                 strerror(errno));
     log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
              reason, live_count(&srv), opt.grace_s);
 

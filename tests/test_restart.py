@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import HOST, REPO, SERVER_BIN, wait_until
+from conftest import HOST, REPO, SERVER_BIN, bound, read_to_eof, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
 LISTENING = r"listening on 127\.0\.0\.1:(\d+)( \(inherited socket\))?"
@@ -438,6 +438,32 @@ def test_socket_activation_uses_inherited_listener(tmp_path):
         assert reply.startswith(b"HTTP/1.1 200 "), reply
         assert get(port)[0] == 200
     early.close()
+
+
+def test_socket_activation_leaves_the_socket_listening_for_the_next_instance(tmp_path):
+    """systemd keeps a socket-activated listener across restarts: after one
+    instance stops, a client that connects waits in the backlog and the next
+    instance serves it.  Step 4's SYN filter must come off a socket someone
+    else holds before our close(); left on, that socket would drop every SYN
+    for good."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    first = socket.socket(fileno=os.dup(sock.fileno()))
+    with socket_activated(first, "$$", tmp_path / "d1", port) as (_, line):
+        assert line.endswith("(inherited socket)"), line
+        assert get(port)[0] == 200
+    # The first instance has exited 0; the test still holds the socket.
+    try:
+        waiting = socket.create_connection((HOST, port), timeout=bound(3))
+    except socket.timeout:
+        sock.close()
+        pytest.fail("connect timed out: the socket drops SYNs after the server left")
+    with waiting:
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with socket_activated(sock, "$$", tmp_path / "d2", port) as (_, line):
+            assert line.endswith("(inherited socket)"), line
+            waiting.settimeout(bound(10))
+            assert read_to_eof(waiting).startswith(b"HTTP/1.1 200 ")
 
 
 def test_socket_activation_ignores_variables_for_another_pid(tmp_path):
