@@ -800,7 +800,9 @@ static int stop_new_handshakes(int listen_fd)
  * The end of step 4.  A socket we inherited (from systemd, or from the
  * server we took over from) may still be held by whoever gave it to us,
  * and it goes on listening after our close(): leave it as we found it.
- * Its backlog survives our close, so it needs no filter anyway.  Returns
+ * Its backlog then survives our close and needs no filter.  (If we are its
+ * last holder, a successor whose predecessor has exited, the window comes
+ * back for the few microseconds between the detach and the close.)  Returns
  * -1 with errno set if the filter could not be taken off; the listener is
  * closed either way.
  */
