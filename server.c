@@ -808,7 +808,7 @@ static int stop_new_handshakes(int listen_fd)
  */
 static int close_listener(int listen_fd, bool inherited)
 {
-    int err = 0;
+    int rc = 0;
 #ifdef SO_DETACH_FILTER
     /* The value is ignored, but Linux refuses an option shorter than an
      * int.  ENOENT means no filter was attached: nothing to undo. */
@@ -816,15 +816,16 @@ static int close_listener(int listen_fd, bool inherited)
     if (inherited &&
         setsockopt(listen_fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) != 0 &&
         errno != ENOENT)
-        err = errno;
+        rc = -1;
 #else
     (void)inherited;
 #endif
+    int saved = errno;
     /* A listening socket has no unsent data, so close() cannot fail in a
      * way we could act on. */
     (void)close(listen_fd);
-    errno = err;
-    return err != 0 ? -1 : 0;
+    errno = saved;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
