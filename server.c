@@ -18,11 +18,11 @@
  *   3. The handler counts the signal (an atomic counter, not a flag: the
  *      second signal forces, step 6) and returns; ppoll() fails with EINTR
  *      and the loop ends.
- *   4. Stop accepting: stop the kernel completing new handshakes (a
- *      filter drops SYNs), take in the backlog (clients that connected and
- *      sent a request are served, not reset), then close the listener, so
- *      new clients are refused at once instead of waiting in a backlog
- *      nobody will read.
+ *   4. Stop accepting: stop the kernel starting new handshakes (a filter
+ *      drops SYNs), take in the backlog and the handshakes already under
+ *      way (clients that connected and sent a request are served, not
+ *      reset), then close the listener, so new clients are refused at once
+ *      instead of waiting in a backlog nobody will read.
  *   5. Drain: set the draining flag, then close the drain pipe.  Idle
  *      connections see the pipe and close; busy ones finish their request
  *      (and any already pipelined behind it) and, seeing the flag, the
@@ -64,6 +64,11 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/filter.h>       /* SO_ATTACH_FILTER: see stop_new_handshakes */
+#include <linux/inet_diag.h>    /* sock_diag(7): see handshakes_under_way */
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>        /* TCP_SYN_RECV */
 #endif
 
 #define SERVER_VERSION "0.1.0"
@@ -84,6 +89,11 @@
 /* How long to stop accepting after EMFILE/ENFILE, unless a thread ends
  * (and frees a descriptor) sooner. */
 #define ACCEPT_PAUSE_MS 100
+
+/* Step 4's wait for handshakes under way (see take_in_backlog): at most
+ * this long, asking the kernel again this often. */
+#define HANDSHAKE_WAIT_S 1.5
+#define HANDSHAKE_RECHECK_S 0.005
 
 static double now_s(void)
 {
@@ -772,10 +782,9 @@ static bool accept_pending(struct server *srv, int listen_fd, int batch)
  * never receive a SYN).  A client whose SYN was dropped sends it again
  * after the initial retransmission timeout, one second (RFC 6298 2.1),
  * finds the listener closed and is refused: safe to retry, unlike a reset
- * after its request was sent.  A handshake still under way when we close
- * (SYN in before the filter, its last ACK after our last accept) is still
- * reset: on loopback that is microseconds, over a network one round trip.
- * Linux only; elsewhere this fails with ENOPROTOOPT and the window stays.
+ * after its request was sent.  Handshakes already under way when the
+ * filter went on are waited for: see take_in_backlog.  Linux only;
+ * elsewhere this fails with ENOPROTOOPT and the window stays.
  */
 static int stop_new_handshakes(int listen_fd)
 {
@@ -794,6 +803,143 @@ static int stop_new_handshakes(int listen_fd)
     errno = ENOPROTOOPT;
     return -1;
 #endif
+}
+
+#ifdef __linux__
+/*
+ * How many sockets of this family on this local port are in SYN_RECV, as
+ * the kernel's socket diagnostics report them (sock_diag(7); ss(8) asks
+ * the same way): a handshake whose SYN we received and answered, whose
+ * client's last ACK we have not (yet).  -1 with errno set on failure.
+ */
+static int count_syn_recv(int nl, int family, in_port_t port)
+{
+    struct {
+        struct nlmsghdr nh;
+        struct inet_diag_req_v2 req;
+    } ask = {
+        .nh = { .nlmsg_len = sizeof ask, .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+        .req = { .sdiag_family = (unsigned char)family, .sdiag_protocol = IPPROTO_TCP,
+                 .idiag_states = 1u << TCP_SYN_RECV, .id.idiag_sport = port },
+    };
+    union { struct nlmsghdr nh; char bytes[8192]; } reply;   /* aligned */
+    int count = 0;
+
+    /* No EINTR: the main thread blocks our signals outside its ppoll(). */
+    if (send(nl, &ask, sizeof ask, 0) != (ssize_t)sizeof ask)
+        return -1;
+    for (;;) {
+        ssize_t n = recv(nl, &reply, sizeof reply, 0);
+        if (n <= 0) {
+            if (n == 0)
+                errno = EPROTO;     /* the dump ended without NLMSG_DONE */
+            return -1;
+        }
+        /* NLMSG_OK and NLMSG_NEXT, spelled out without their int casts. */
+        for (size_t off = 0; off + NLMSG_HDRLEN <= (size_t)n;) {
+            const struct nlmsghdr *h = (const struct nlmsghdr *)(reply.bytes + off);
+            if (h->nlmsg_len < NLMSG_HDRLEN || h->nlmsg_len > (size_t)n - off) {
+                errno = EPROTO;
+                return -1;
+            }
+            if (h->nlmsg_type == NLMSG_DONE)
+                return count;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+                errno = e->error < 0 ? -e->error : EPROTO;
+                return -1;
+            }
+            count++;
+            off += NLMSG_ALIGN(h->nlmsg_len);
+        }
+    }
+}
+#endif
+
+/*
+ * How many handshakes on listen_fd's port are under way: 0 for a socket
+ * that has none (not TCP), -1 with errno set if the kernel cannot say.
+ */
+static int handshakes_under_way(int listen_fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+
+    if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) != 0)
+        return -1;
+    if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6)
+        return 0;
+#ifdef __linux__
+    /* sin_port and sin6_port are at the same offset. */
+    in_port_t port = ((const struct sockaddr_in *)&addr)->sin_port;
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0)
+        return -1;
+    /* An IPv6 listener takes IPv4 clients too, whose handshakes are IPv4's. */
+    int n = count_syn_recv(nl, AF_INET, port);
+    if (n >= 0 && addr.ss_family == AF_INET6) {
+        int n6 = count_syn_recv(nl, AF_INET6, port);
+        n = n6 < 0 ? -1 : n + n6;
+    }
+    int saved = errno;
+    (void)close(nl);        /* a netlink socket has nothing to flush */
+    errno = saved;
+    return n;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/*
+ * Step 4, once the filter is on: take in the backlog, and the handshakes
+ * already under way.  A client counts itself connected as soon as our
+ * SYN-ACK reaches it and may be sending its request; if its last ACK
+ * reached us after our last accept, close() would reset it.  So count
+ * first, then accept: once the count is 0, no handshake can start (the
+ * filter) and every one that completed is in the backlog, which the
+ * accepts then empty.  While some are under way, wait for the listener to
+ * become readable (one completed), asking again every HANDSHAKE_RECHECK_S,
+ * since no event tells of a handshake that the kernel drops instead.  At
+ * most HANDSHAKE_WAIT_S: a SYN-ACK lost on the way is sent again after one
+ * second (RFC 6298 2.1) and answered a round trip later, and handshakes
+ * that never finish (a SYN flood) must not hold the shutdown.  A second
+ * signal ends the wait too.  Handshakes the kernel answered with a SYN
+ * cookie, as it does when the queue of handshakes is full, leave no socket
+ * to count and are not waited for.
+ */
+static void take_in_backlog(struct server *srv, int listen_fd, unsigned cut_at,
+                            const sigset_t *wait_mask)
+{
+    double deadline = now_s() + HANDSHAKE_WAIT_S;
+    bool told = false;
+
+    for (;;) {
+        int under_way = handshakes_under_way(listen_fd);
+        if (under_way < 0)
+            log_line("server: cannot count the handshakes under way: %s", strerror(errno));
+        (void)accept_pending(srv, listen_fd, SOMAXCONN);
+        if (under_way <= 0)
+            return;
+        if (!told) {
+            log_line("server: waiting for %d handshake(s) under way", under_way);
+            told = true;
+        }
+        double left = deadline - now_s();
+        if (left <= 0 || atomic_load(&signals_received) >= cut_at) {
+            log_line("server: closing the listener with %d handshake(s) under way", under_way);
+            return;
+        }
+        struct pollfd p = { .fd = listen_fd, .events = POLLIN };
+        struct timespec wait = timespec_from_s(left < HANDSHAKE_RECHECK_S ? left
+                                                                          : HANDSHAKE_RECHECK_S);
+        /* EINTR is a signal: the loop looks at the count again. */
+        if (ppoll(&p, 1, &wait, wait_mask) < 0 && errno != EINTR) {
+            log_line("server: waiting for handshakes: %s", strerror(errno));
+            return;
+        }
+    }
 }
 
 /*
@@ -1449,13 +1595,13 @@ int main(int argc, char **argv)
         reason = signal_name(atomic_load(&last_signal));
         /* Step 4, first half.  Clients already in the backlog have
          * connected and sent their request; closing the listener would
-         * reset them.  Stop the kernel completing new handshakes, then
-         * take in the ones it completed: they are served under the
-         * drain's rules. */
+         * reset them.  Stop the kernel starting new handshakes, then take
+         * in the ones it completed and those under way: they are served
+         * under the drain's rules. */
         if (stop_new_handshakes(listen_fd) != 0)
             log_line("server: cannot stop new handshakes before closing the listener: %s",
                      strerror(errno));
-        (void)accept_pending(&srv, listen_fd, SOMAXCONN);
+        take_in_backlog(&srv, listen_fd, cut_at, &wait_mask);
         break;
     case LOOP_ERROR:
     default:

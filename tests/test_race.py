@@ -18,6 +18,7 @@ import pytest
 
 from conftest import (HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, read_to_eof, wait_until,
                       warm_conn)
+from halfopen import connect_half_open, let_in
 
 OPEN = "race window open: accept"
 CLOSED_RE = r"race window closed: accept(; a signal came in it)?"
@@ -166,3 +167,25 @@ def test_client_connecting_between_the_last_accept_and_close_is_refused_not_rese
             assert outcome == "refused", outcome
             return
     pytest.fail(f"the connect missed the window {ROUNDS} times: machine overloaded?")
+
+
+def test_handshake_under_way_when_the_drain_begins_is_let_in_and_served(start_server):
+    """Step 4 waits for the handshakes already under way.  A client whose SYN
+    the server answered before the signal counts itself connected once the
+    SYN-ACK reaches it, and may send its request at once: a listener closed
+    before its last ACK arrives would reset it.  Here the client's own socket
+    filter holds its handshake half-open across the signal; then it comes
+    off, the server's SYN-ACK comes again (a second after the first), and the
+    client must be let in and served, with Connection: close; exit 0.  (A
+    server that closes at once never sends that SYN-ACK again: the client is
+    refused.)"""
+    srv = start_server()
+    with connect_half_open(HOST, srv.port, bound(5)) as s:
+        srv.signal(signal.SIGINT)
+        srv.wait_line(r"server: waiting for 1 handshake\(s\) under way", bound(5))
+        assert let_in(s, bound(5)) is None
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = read_to_eof(s)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert b"\r\nconnection: close\r\n" in reply.lower(), reply
+    assert srv.wait_exit(bound(5)) == 0
