@@ -863,7 +863,7 @@ static int count_syn_recv(int nl, int family, in_port_t port)
  */
 static int handshakes_under_way(int listen_fd)
 {
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr = { .ss_family = AF_UNSPEC };
     socklen_t len = sizeof addr;
 
     if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) != 0)
