@@ -93,8 +93,8 @@ lint:
 	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c bench/floor.c
 	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c
-	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c -- -std=c11 -Ilesson
+	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c lesson/handshakes.c
+	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c lesson/handshakes.c -- -std=c11 -Ilesson
 
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
@@ -139,8 +139,9 @@ LESSON_JOBS ?= 3
 lesson-stages:
 	CC="$(CC)" CFLAGS="$(ALL_CFLAGS)" sh lesson/stages.sh $(LESSON_BUILD)
 
-lesson: server lesson-stages
+lesson: server server-race lesson-stages
 	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
+	    --server-race ./server-race \
 	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt $(if $(LESSON_FULL),--full)
 
 bench: server

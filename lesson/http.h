@@ -48,4 +48,10 @@ size_t http_format(const struct http_request *rq, char *out, size_t cap);
  */
 void lesson_race_window(void);
 
+/* The same pause, from step 5b on, between a connection thread's last look
+ * for input and its close of an idle connection.  It says "race window
+ * open: idle-close" on stderr first, so that the lesson's *idle-close row
+ * can send its request inside. */
+void lesson_idle_close_window(void);
+
 #endif

@@ -9,7 +9,8 @@
  *   2. Wait in ppoll(), with them unblocked only inside the wait.
  *   3. The handler counts the signal and returns; ppoll() fails with EINTR
  *      and the loop ends.
- *   4. Drop new SYNs, take in the backlog, close the listener.
+ *   4. Drop new SYNs, take in the backlog and the handshakes under
+ *      way, close the listener.
  *   5. Drain: set the flag, then close the drain pipe.
  *   6. Join threads as they finish, until none are left, the grace
  *      deadline passes or a second signal comes.
@@ -23,6 +24,7 @@
  */
 #define _GNU_SOURCE /* the steps use pipe2 and ppoll */
 
+#include "handshakes.h"
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -151,11 +153,14 @@ static int send_all(struct conn *c, const char *p, size_t len)
 }
 
 /*
- * Close without losing a response the client has not read yet: close()
- * with unread input sends a RST, and a client that gets one may discard
- * what it had received (RFC 9112 section 9.6).  So with input pending, send
- * our FIN first, read and discard what still comes (a second at most), then
- * close.  An idle connection has nothing unread and closes at once.
+ * Close without a RST.  close() with unread input, or input that arrives
+ * after it, makes the kernel send a RST, and a client that gets one may
+ * discard the response it had received (RFC 9112 section 9.6) or report as
+ * failed a request it would have retried after a clean EOF (9.3.1).  So
+ * send our FIN first, read and discard what still comes, then close: for a
+ * second at most when input is pending, and for 5 ms when none is, since
+ * the client of an idle connection may be sending its next request at this
+ * very moment (over loopback or a LAN it arrives well within that).
  */
 static void close_gently(struct conn *c)
 {
@@ -164,10 +169,12 @@ static void close_gently(struct conn *c)
         { .fd = c->sh->force_fd, .events = POLLIN },
     };
     char junk[4096];
+    bool pending = c->len > 0 || recv(c->fd, junk, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 
-    if ((c->len > 0 || recv(c->fd, junk, 1, MSG_PEEK | MSG_DONTWAIT) > 0) &&
-        shutdown(c->fd, SHUT_WR) == 0)
-        while (poll(p, 2, 1000) > 0 && !p[1].revents &&
+    if (!pending)
+        lesson_idle_close_window();
+    if (shutdown(c->fd, SHUT_WR) == 0)
+        while (poll(p, 2, pending ? 1000 : 5) > 0 && !p[1].revents &&
                recv(c->fd, junk, sizeof junk, 0) > 0)
             ;
     close(c->fd);
@@ -298,7 +305,8 @@ static long parse_number(const char *arg, long max)
  * kernel completes handshakes until the very close(): a client that
  * connects after the last accept() is let in, then reset.  A socket filter
  * that drops SYNs (Linux) stops new handshakes first; a client whose SYN
- * is dropped sends it again a second later and is refused.
+ * is dropped sends it again a second later and is refused.  The
+ * handshakes already under way are waited for: take_in_backlog.
  */
 static void stop_new_handshakes(int fd)
 {
@@ -312,6 +320,30 @@ static void stop_new_handshakes(int fd)
 
     /* Should it fail, the window stays open; nothing else changes. */
     (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
+/*
+ * Take in the backlog, and the handshakes under way: a client counts
+ * itself connected once our SYN-ACK reaches it, and may be sending its
+ * request; if its last ACK came after our last accept(), close() would
+ * reset it.  Count, then accept: once none is under way, none can start
+ * (the filter), and every one that completed is in the backlog.  A second
+ * and a half at most: a lost SYN-ACK is sent again a second later, and
+ * handshakes that never finish (a SYN flood) must not hold the exit.
+ */
+static void take_in_backlog(int listener, struct shared *sh, size_t *live)
+{
+    for (int looks = 0; looks < 300; looks++) {
+        int under_way = handshakes_under_way(listener);
+        struct pollfd p = { .fd = listener, .events = POLLIN };
+
+        while (accept_one(listener, sh, live) == 0)
+            ;
+        if (under_way <= 0)
+            return;
+        /* Readable when one completes; no event tells of one dropped. */
+        (void)poll(&p, 1, 5);
+    }
 }
 
 /* A listening TCP socket on 127.0.0.1:port, or -1. */
@@ -397,11 +429,11 @@ int main(int argc, char **argv)
     /* 4. Take in the backlog, then close the listener: clients that connected
      * and sent a request before the signal are served, not reset, and new
      * ones are refused at once instead of waiting where nobody will look.
-     * New SYNs are dropped first: until close() the kernel goes on letting
-     * clients in, and close() would reset them. */
+     * New SYNs are dropped first, and handshakes under way waited for:
+     * until close() the kernel goes on letting clients in, and close()
+     * would reset them. */
     stop_new_handshakes(listener);
-    while (accept_one(listener, &sh, &live) == 0)
-        ;
+    take_in_backlog(listener, &sh, &live);
     close(listener);
     /* 5. Drain: closing the write end makes the read end readable in every
      * thread at once, and for good: a broadcast with no lock and no list.

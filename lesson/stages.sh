@@ -11,9 +11,9 @@ lesson=$(dirname "$0")
 : "${CC:=cc}" "${CFLAGS:=-O2 -pthread}" "${LESSON_WINDOW_MS:=300}"
 
 compile() {   # compile STAGE.c into STAGE and STAGE-window
-    $CC $CFLAGS -I"$lesson" -o "$1" "$1.c" "$lesson/http.c"
+    $CC $CFLAGS -I"$lesson" -o "$1" "$1.c" "$lesson/http.c" "$lesson/handshakes.c"
     $CC $CFLAGS -DLESSON_RACE_WINDOW_MS="$LESSON_WINDOW_MS" -I"$lesson" \
-        -o "$1-window" "$1.c" "$lesson/http.c"
+        -o "$1-window" "$1.c" "$lesson/http.c" "$lesson/handshakes.c"
 }
 
 rm -rf "$build"
