@@ -15,12 +15,21 @@
  *                close to the last join, the CPU time spent in them, and
  *                the resident memory each sleeping thread added (KiB, from
  *                VmRSS), the floor of figure 6.
+ *   count N      on a fresh listener, ask the kernel N times how many
+ *                handshakes are under way on its port, as step 4 does once
+ *                at every shutdown (lesson/handshakes.c, sock_diag).  The
+ *                kernel walks its whole TCP hash table to answer, so this
+ *                depends on the machine, not on us.  Prints the median
+ *                milliseconds of one count, the floor of figure 3.
  *
  * No sockets: the TCP work (a FIN per connection) is paid by nginx too and
  * is measured there.  Output is one line of the numbers above, for bench.py.
  */
 #define _GNU_SOURCE
 
+#include "../lesson/handshakes.h"
+
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -31,6 +40,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -184,17 +194,47 @@ static void idle(long n)
     free(w);
 }
 
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void count(long n)
+{
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    double *ms = calloc((size_t)n, sizeof *ms);
+
+    if (ms == NULL)
+        die("calloc", ENOMEM);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 16) != 0)
+        die("listener", errno);
+    for (long i = 0; i < n; i++) {
+        double t0 = now_ms();
+        if (handshakes_under_way(fd) < 0)
+            die("sock_diag", errno);
+        ms[i] = now_ms() - t0;
+    }
+    qsort(ms, (size_t)n, sizeof *ms, by_value);
+    printf("%.3f\n", ms[n / 2]);
+    free(ms);
+    (void)close(fd);    /* a listener: nothing to flush */
+}
+
 int main(int argc, char **argv)
 {
     long n = argc == 3 ? strtol(argv[2], NULL, 10) : 0;
-    if (n < 1 || n > 100000 ||
-        (strcmp(argv[1], "churn") != 0 && strcmp(argv[1], "idle") != 0)) {
-        fprintf(stderr, "usage: floor churn|idle N   (1 <= N <= 100000)\n");
+    if (n < 1 || n > 100000 || (strcmp(argv[1], "churn") != 0 &&
+                                strcmp(argv[1], "idle") != 0 && strcmp(argv[1], "count") != 0)) {
+        fprintf(stderr, "usage: floor churn|idle|count N   (1 <= N <= 100000)\n");
         return 2;
     }
     if (strcmp(argv[1], "churn") == 0)
         churn(n);
-    else
+    else if (strcmp(argv[1], "idle") == 0)
         idle(n);
+    else
+        count(n);
     return 0;
 }
