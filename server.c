@@ -805,6 +805,58 @@ static int stop_new_handshakes(int listen_fd)
 #endif
 }
 
+static int handshakes_under_way(int listen_fd);     /* below: how sock_diag counts */
+
+/*
+ * Step 4, once the filter is on: take in the backlog, and the handshakes
+ * already under way.  A client counts itself connected as soon as our
+ * SYN-ACK reaches it and may be sending its request; if its last ACK
+ * reached us after our last accept, close() would reset it.  So count
+ * first, then accept: once the count is 0, no handshake can start (the
+ * filter) and every one that completed is in the backlog, which the
+ * accepts then empty.  While some are under way, wait for the listener to
+ * become readable (one completed), asking again every HANDSHAKE_RECHECK_S,
+ * since no event tells of a handshake that the kernel drops instead.  At
+ * most HANDSHAKE_WAIT_S: a SYN-ACK lost on the way is sent again after one
+ * second (RFC 6298 2.1) and answered a round trip later, and handshakes
+ * that never finish (a SYN flood) must not hold the shutdown.  A second
+ * signal ends the wait too.  Handshakes the kernel answered with a SYN
+ * cookie, as it does when the queue of handshakes is full, leave no socket
+ * to count and are not waited for.
+ */
+static void take_in_backlog(struct server *srv, int listen_fd, unsigned cut_at,
+                            const sigset_t *wait_mask)
+{
+    double deadline = now_s() + HANDSHAKE_WAIT_S;
+    bool told = false;
+
+    for (;;) {
+        int under_way = handshakes_under_way(listen_fd);
+        if (under_way < 0)
+            log_line("server: cannot count the handshakes under way: %s", strerror(errno));
+        (void)accept_pending(srv, listen_fd, SOMAXCONN);
+        if (under_way <= 0)
+            return;
+        if (!told) {
+            log_line("server: waiting for %d handshake(s) under way", under_way);
+            told = true;
+        }
+        double left = deadline - now_s();
+        if (left <= 0 || atomic_load(&signals_received) >= cut_at) {
+            log_line("server: closing the listener with %d handshake(s) under way", under_way);
+            return;
+        }
+        struct pollfd p = { .fd = listen_fd, .events = POLLIN };
+        struct timespec wait = timespec_from_s(left < HANDSHAKE_RECHECK_S ? left
+                                                                          : HANDSHAKE_RECHECK_S);
+        /* EINTR is a signal: the loop looks at the count again. */
+        if (ppoll(&p, 1, &wait, wait_mask) < 0 && errno != EINTR) {
+            log_line("server: waiting for handshakes: %s", strerror(errno));
+            return;
+        }
+    }
+}
+
 #ifdef __linux__
 /*
  * How many sockets of this family on this local port are in SYN_RECV, as
@@ -890,56 +942,6 @@ static int handshakes_under_way(int listen_fd)
     errno = ENOSYS;
     return -1;
 #endif
-}
-
-/*
- * Step 4, once the filter is on: take in the backlog, and the handshakes
- * already under way.  A client counts itself connected as soon as our
- * SYN-ACK reaches it and may be sending its request; if its last ACK
- * reached us after our last accept, close() would reset it.  So count
- * first, then accept: once the count is 0, no handshake can start (the
- * filter) and every one that completed is in the backlog, which the
- * accepts then empty.  While some are under way, wait for the listener to
- * become readable (one completed), asking again every HANDSHAKE_RECHECK_S,
- * since no event tells of a handshake that the kernel drops instead.  At
- * most HANDSHAKE_WAIT_S: a SYN-ACK lost on the way is sent again after one
- * second (RFC 6298 2.1) and answered a round trip later, and handshakes
- * that never finish (a SYN flood) must not hold the shutdown.  A second
- * signal ends the wait too.  Handshakes the kernel answered with a SYN
- * cookie, as it does when the queue of handshakes is full, leave no socket
- * to count and are not waited for.
- */
-static void take_in_backlog(struct server *srv, int listen_fd, unsigned cut_at,
-                            const sigset_t *wait_mask)
-{
-    double deadline = now_s() + HANDSHAKE_WAIT_S;
-    bool told = false;
-
-    for (;;) {
-        int under_way = handshakes_under_way(listen_fd);
-        if (under_way < 0)
-            log_line("server: cannot count the handshakes under way: %s", strerror(errno));
-        (void)accept_pending(srv, listen_fd, SOMAXCONN);
-        if (under_way <= 0)
-            return;
-        if (!told) {
-            log_line("server: waiting for %d handshake(s) under way", under_way);
-            told = true;
-        }
-        double left = deadline - now_s();
-        if (left <= 0 || atomic_load(&signals_received) >= cut_at) {
-            log_line("server: closing the listener with %d handshake(s) under way", under_way);
-            return;
-        }
-        struct pollfd p = { .fd = listen_fd, .events = POLLIN };
-        struct timespec wait = timespec_from_s(left < HANDSHAKE_RECHECK_S ? left
-                                                                          : HANDSHAKE_RECHECK_S);
-        /* EINTR is a signal: the loop looks at the count again. */
-        if (ppoll(&p, 1, &wait, wait_mask) < 0 && errno != EINTR) {
-            log_line("server: waiting for handshakes: %s", strerror(errno));
-            return;
-        }
-    }
 }
 
 /*
