@@ -91,7 +91,7 @@
 #define ACCEPT_PAUSE_MS 100
 
 /* Step 4's wait for handshakes under way (see take_in_backlog): at most
- * this long, asking the kernel again this often. */
+ * this long, asking the kernel again after this long at first. */
 #define HANDSHAKE_WAIT_S 1.5
 #define HANDSHAKE_RECHECK_S 0.005
 
@@ -815,8 +815,10 @@ static int handshakes_under_way(int listen_fd);     /* below: how sock_diag coun
  * first, then accept: once the count is 0, no handshake can start (the
  * filter) and every one that completed is in the backlog, which the
  * accepts then empty.  While some are under way, wait for the listener to
- * become readable (one completed), asking again every HANDSHAKE_RECHECK_S,
- * since no event tells of a handshake that the kernel drops instead.  At
+ * become readable (one completed), and ask again after HANDSHAKE_RECHECK_S,
+ * then twice as long each time, since no event tells of a handshake that
+ * the kernel drops instead (and each count walks the kernel's whole table
+ * of TCP sockets: a millisecond or more, see bench/results.md).  At
  * most HANDSHAKE_WAIT_S: a SYN-ACK lost on the way is sent again after one
  * second (RFC 6298 2.1) and answered a round trip later, and handshakes
  * that never finish (a SYN flood) must not hold the shutdown.  A second
@@ -827,7 +829,7 @@ static int handshakes_under_way(int listen_fd);     /* below: how sock_diag coun
 static void take_in_backlog(struct server *srv, int listen_fd, unsigned cut_at,
                             const sigset_t *wait_mask)
 {
-    double deadline = now_s() + HANDSHAKE_WAIT_S;
+    double deadline = now_s() + HANDSHAKE_WAIT_S, recheck = HANDSHAKE_RECHECK_S;
     bool told = false;
 
     for (;;) {
@@ -847,8 +849,8 @@ static void take_in_backlog(struct server *srv, int listen_fd, unsigned cut_at,
             return;
         }
         struct pollfd p = { .fd = listen_fd, .events = POLLIN };
-        struct timespec wait = timespec_from_s(left < HANDSHAKE_RECHECK_S ? left
-                                                                          : HANDSHAKE_RECHECK_S);
+        struct timespec wait = timespec_from_s(left < recheck ? left : recheck);
+        recheck *= 2;
         /* EINTR is a signal: the loop looks at the count again. */
         if (ppoll(&p, 1, &wait, wait_mask) < 0 && errno != EINTR) {
             log_line("server: waiting for handshakes: %s", strerror(errno));

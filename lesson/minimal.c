@@ -327,22 +327,24 @@ static void stop_new_handshakes(int fd)
  * itself connected once our SYN-ACK reaches it, and may be sending its
  * request; if its last ACK came after our last accept(), close() would
  * reset it.  Count, then accept: once none is under way, none can start
- * (the filter), and every one that completed is in the backlog.  A second
- * and a half at most: a lost SYN-ACK is sent again a second later, and
+ * (the filter), and every one that completed is in the backlog.  Some
+ * 1.3 s at most: a lost SYN-ACK is sent again a second later, and
  * handshakes that never finish (a SYN flood) must not hold the exit.
  */
 static void take_in_backlog(int listener, struct shared *sh, size_t *live)
 {
-    for (int looks = 0; looks < 300; looks++) {
+    for (int wait_ms = 5;; wait_ms *= 2) {
         int under_way = handshakes_under_way(listener);
         struct pollfd p = { .fd = listener, .events = POLLIN };
 
         while (accept_one(listener, sh, live) == 0)
             ;
-        if (under_way <= 0)
+        if (under_way <= 0 || wait_ms > 640)
             return;
-        /* Readable when one completes; no event tells of one dropped. */
-        (void)poll(&p, 1, 5);
+        /* Readable when one completes.  No event tells of one dropped, so
+         * count again after 5, 10, 20 ... 640 ms: each count walks the
+         * kernel's whole table of TCP sockets, a millisecond or more. */
+        (void)poll(&p, 1, wait_ms);
     }
 }
 
