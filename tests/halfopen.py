@@ -52,6 +52,8 @@ def syn_recv_count(port):
             off = 0
             while off + 16 <= len(data):
                 length, kind = struct.unpack_from("=IH", data, off)
+                if length < 16:
+                    raise OSError(errno.EPROTO, "sock_diag: a malformed reply")
                 if kind == nlmsg_done:
                     return count
                 if kind == nlmsg_error:
