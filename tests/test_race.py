@@ -68,9 +68,15 @@ def test_signal_with_connection_threads_alive_reaches_the_main_thread(start_serv
         srv = race_server(start_server, data_dir=tmp_path / f"d{n}")
         c = warm_conn(srv)
         srv.wait_threads(2)
-        # Let the window now open close, then wake the loop with a second
-        # connection: the window it opens next has both threads alive.
-        assert wait_until(lambda: srv.lines.count(OPEN) == len(srv.matching(CLOSED_RE)),
+        # Two windows come before the loop sleeps again: the first round's,
+        # and the one after accepting c (its response may come back before
+        # that window is even logged).  Wait for both to close, then wake
+        # the loop with a second connection: the window it opens next has
+        # both threads alive and nothing left in the backlog.  (Were poke
+        # still in the backlog, it would wake the wait after the window,
+        # whichever thread took the signal, and the round would prove nothing.)
+        assert wait_until(lambda: srv.lines.count(OPEN) >= 2 and
+                          srv.lines.count(OPEN) == len(srv.matching(CLOSED_RE)),
                           bound(10))
         start = len(srv.lines)
         poke = srv.connect()
