@@ -1,6 +1,7 @@
 """Graceful shutdown: signals, draining, idle connections, grace deadline,
 second signal, exit status, thread/fd hygiene, SIGPIPE."""
 
+import select
 import signal
 import threading
 import time
@@ -194,6 +195,42 @@ def test_silent_connection_closed_promptly(server):
     assert time.monotonic() - t0 < bound(1.0)
     assert server.wait_exit(2) == 0
     assert server.lines[-1] == "exit 0: every connection finished"
+
+
+def test_request_still_on_the_wire_of_a_new_connection_is_served_during_drain(start_server):
+    """A new connection is not idle for its first 250 ms.  A client that has
+    just connected may have its request still on the wire when the drain
+    begins, and on a fresh connection it will not retry (golang/go#22682,
+    where Go's net/http does the same).  Here the drain begins at once and
+    the request follows 150 ms after the connect: it is served with
+    Connection: close, then EOF; exit 0.  (Closed as idle at the drain, the
+    client meets an EOF before its request.)"""
+    send_at = 0.150
+    for n in range(3):
+        srv = start_server()
+        c = srv.connect()
+        connected = time.monotonic()     # the server's 250 ms start later
+        srv.wait_threads(2)
+        srv.signal(signal.SIGINT)
+        srv.wait_line(SHUTDOWN_RE, bound(5))
+        if time.monotonic() - connected > send_at:
+            c.close()               # too slow to prove anything: try again
+            assert srv.wait_exit(bound(5)) == 0
+            continue
+        # Nothing may arrive before the request is sent: not even an EOF.
+        readable, _, _ = select.select([c.sock], [], [],
+                                       send_at - (time.monotonic() - connected))
+        assert not readable, f"closed as idle {1000 * (time.monotonic() - connected):.0f} ms " \
+                             f"after connecting: {c.expect_eof(0)}"
+        r = c.request("GET", "/")
+        assert r.status == 200, r
+        assert "close" in r.connection_tokens(), r.headers
+        assert c.expect_eof(bound(1)) == "eof"
+        c.close()
+        assert srv.wait_exit(bound(5)) == 0
+        assert srv.lines[-1] == "exit 0: every connection finished", srv.lines
+        return
+    pytest.fail("the drain began more than 150 ms after the connect 3 times: machine overloaded?")
 
 
 def test_many_idle_connections_closed_promptly(server):
