@@ -10,13 +10,11 @@ DIR holds what `make lesson` built: NN-name (a stage) and NN-name-window
 (the same stage built with -DLESSON_RACE_WINDOW_MS).  Exit 0 when the
 matrix is the expected one, 1 when a cell differs, 2 for a usage error.
 
-Besides gracecheck's rows there are six rows of the lesson's own, marked
-with a "*": holes that gracecheck's checks do not show on these stages
-(the first two are narrow in a normal build, so gracecheck's signal-race
-is red in some runs and green in others; *handshake and *idle-close are
-windows a few microseconds wide too; the last two its checks do not
-provoke),
-measured here with the same kind of real clients and signals:
+Besides gracecheck's rows there are four rows of the lesson's own, marked
+with a "*": holes in windows a few microseconds wide, which gracecheck's
+checks meet only in some runs (signal-race for the first two, under-load
+for the last two), measured here with the same kind of real clients and
+signals, the windows widened or held open:
 
   *lost-wakeup     hole 2: the signal lands between the check and the wait.
                    The window build, signalled as soon as it says
@@ -25,10 +23,7 @@ measured here with the same kind of real clients and signals:
                    window build, signalled right after one request, with its
                    keep-alive connection still open; the client leaves
                    0.5 s later.  Main must notice.
-  *stacks          hole 4: a thread never joined gives back its task and
-                   descriptor at exit, but not its stack, so gracecheck's
-                   no-pileup cannot see it.  VmSize after 1000 connections.
-  *handshake      hole 5: a client whose handshake is under way when the
+  *handshake       hole 5: a client whose handshake is under way when the
                    signal comes (its SYN answered, its last ACK not yet in)
                    counts itself connected: it must be let in and served,
                    not refused nor reset (gracecheck's under-load meets it
@@ -41,11 +36,6 @@ measured here with the same kind of real clients and signals:
                    hundred).  The window build, whose connection thread
                    says "race window open: idle-close" and holds still
                    before its close; the request is sent inside.
-  *sigpipe-fin     hole 6: gracecheck's sigpipe check resets at once, which
-                   makes the next write fail with ECONNRESET and no signal.
-                   A client that closes (FIN) first puts the server in
-                   CLOSE_WAIT; the RST its first answer draws then makes the
-                   second write fail with EPIPE, which raises SIGPIPE.
 """
 
 import argparse
@@ -71,8 +61,7 @@ GRACE = 2   # every stage that has a deadline gets this one
 CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
           "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
           "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status"]
-LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*stacks", "*handshake", "*idle-close",
-               "*sigpipe-fin"]
+LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*handshake", "*idle-close"]
 NOT_RUN = "."
 RACE = "RACE"   # in expected.txt: the check races with itself here; not asserted
 
@@ -136,10 +125,6 @@ class Stage:
             return True
         except subprocess.TimeoutExpired:
             return False
-
-    def vm_size_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return int(re.search(r"VmSize:\s+(\d+)", f.read()).group(1))
 
     def kill(self):
         try:
@@ -222,35 +207,6 @@ def probe_signal_to_main(window_binary):
     return "PASS", "3 of 3 exited"
 
 
-def probe_stacks(binary):
-    """Hole 4: the address space after 1000 finished connections."""
-    st = start(binary)
-    try:
-        def one():
-            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-                s.sendall(request(st.port, close=True))
-                if not read_response(s):
-                    raise RuntimeError("no response")
-                while s.recv(4096):
-                    pass
-        for _ in range(20):
-            one()
-        time.sleep(0.2)
-        base = st.vm_size_kib()
-        for _ in range(1000):
-            one()
-        deadline = time.monotonic() + 3.0
-        while True:
-            grown = st.vm_size_kib() - base
-            if grown < 256 * 1024 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        figure = f"VmSize {grown / 1024:+.0f} MiB"
-        return ("PASS" if grown < 256 * 1024 else "FAIL"), figure
-    finally:
-        st.kill()
-
-
 def probe_handshake(binary):
     """Hole 5: a handshake under way when the signal comes."""
     st = start(binary)
@@ -304,35 +260,12 @@ def probe_idle_close(window_binary):
     return "PASS", "3 of 3 met a FIN, not a reset"
 
 
-def probe_sigpipe_fin(binary):
-    """Hole 6: a client that closes before its pipelined answers are written."""
-    st = start(binary)
-    try:
-        for _ in range(3):
-            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-                s.sendall(request(st.port, "/sleep?ms=100") + request(st.port) * 50)
-            time.sleep(0.4)
-            if st.proc.poll() is not None:
-                how = (f"killed by {signal.Signals(-st.proc.returncode).name}"
-                       if st.proc.returncode < 0 else f"exit {st.proc.returncode}")
-                return "FAIL", how
-        with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-            s.sendall(request(st.port, close=True))
-            if not read_response(s):
-                return "FAIL", "alive but no longer answering"
-        return "PASS", "alive and answering after 3 clients left"
-    finally:
-        st.kill()
-
-
 def lesson_rows(command, window_command, idle_close_command):
     rows = {}
     for name, probe, target in (("*lost-wakeup", probe_lost_wakeup, window_command),
                                 ("*signal-to-main", probe_signal_to_main, window_command),
-                                ("*stacks", probe_stacks, command),
                                 ("*handshake", probe_handshake, command),
-                                ("*idle-close", probe_idle_close, idle_close_command),
-                                ("*sigpipe-fin", probe_sigpipe_fin, command)):
+                                ("*idle-close", probe_idle_close, idle_close_command)):
         if target is None:
             continue            # not run: nothing to run it on
         try:

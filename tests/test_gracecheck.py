@@ -118,7 +118,9 @@ FLAW_FAILS = [
     ("ignore-second", ["second-signal"]),
     ("exit-zero", ["deadline", "exit-status"]),
     ("leak-fd", ["no-pileup"]),
+    ("leak-stacks", ["no-pileup"]),
     ("sigpipe", ["sigpipe"]),
+    ("sigpipe-once", ["sigpipe"]),
 ]
 
 

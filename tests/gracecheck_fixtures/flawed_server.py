@@ -16,6 +16,7 @@ can tell whether the checker left it behind.
 """
 
 import argparse
+import mmap
 import os
 import select
 import signal
@@ -42,7 +43,10 @@ FLAWS = {
     "ignore-second": "a second signal during the drain is ignored",
     "exit-zero": "the exit status is 0 even when work was cut",
     "leak-fd": "a finished connection's socket is never closed",
+    "leak-stacks": "a finished connection leaves 8 MiB of address space mapped, "
+                   "as the stack of a thread never joined does",
     "sigpipe": "SIGPIPE has its default action and write errors are ignored",
+    "sigpipe-once": "SIGPIPE has its default action; a failed write ends the connection",
 }
 
 BODY = b"hello from the fixture\n"
@@ -66,7 +70,7 @@ class Fixture:
     # ---- the process: listener, signals, accept loop, drain, exit
 
     def run(self):
-        if "sigpipe" in self.flaws:
+        if "sigpipe" in self.flaws or "sigpipe-once" in self.flaws:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
@@ -197,6 +201,10 @@ class Fixture:
                 if len(self.leaked) < 100:     # enough to see, not enough for EMFILE
                     self.leaked.append(os.dup(conn.fileno()))
                 conn.close()
+            if "leak-stacks" in self.flaws:
+                # Address space only, never touched: PROT_NONE, as a guard page.
+                self.leaked.append(mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE,
+                                             prot=mmap.PROT_NONE))
 
     def has_input(self, conn):
         try:
