@@ -17,14 +17,18 @@ only.  Read gracecheck/README.md for the options and what each check means.
 """
 
 import argparse
+import ctypes
+import errno
 import json
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -740,6 +744,48 @@ def check_exit_status(cfg):
         return passed(figure)
 
 
+def check_handshake(cfg):
+    """A handshake under way at the signal is refused or reset (hole 5).
+
+    A client counts itself connected once the server's SYN-ACK reaches it,
+    and may send its request at once; the server's kernel queues the
+    connection for accept() only when the client's last ACK arrives.  A
+    listener closed in between takes the half-open connection with it, and
+    the client's request meets a RST: listen(2), tcp(7).  Under load that
+    window is met in a run or two in a hundred; here one client holds its
+    handshake half-open with its own socket filter, which drops the
+    server's SYN-ACK, until the server's kernel counts it (sock_diag(7)),
+    then the signal; then the filter comes off and the next SYN-ACK
+    (repeated a second after the first, if the server still listens) lets
+    it in.  Pass: its request (Connection: close) is answered whole and the
+    connection ends with FIN; the server exits.  Linux only.
+    """
+    with Server(cfg) as server:
+        try:
+            sock = connect_half_open("127.0.0.1", server.port, IO_BOUND)
+        except OSError as e:
+            return not_applicable(f"cannot hold a handshake half-open here: {e}")
+        client = Client(server.port, sock=sock)
+        with sock:
+            server.signal()
+            err = let_in(sock, HANG_BOUND)
+            if err:
+                return failed(f"its connect: {err}",
+                              "the listener closed with the handshake under way; a client "
+                              "whose SYN-ACK had arrived would have sent its request into a RST")
+            reply = client.get(cfg.path, close=True)
+            if reply.kind != "ok":
+                return failed(f"let in, then {reply.kind}",
+                              "the handshake completed, the request was not answered")
+            end = client.read_end()
+        if end != "eof":
+            return failed(f"answered {reply.status}, then {end}", "the connection did not end with FIN")
+        if not server.wait_exit(HANG_BOUND):
+            return failed(f"answered {reply.status}; no exit within {HANG_BOUND:g} s")
+        return passed(f"let in and answered {reply.status}, then FIN; "
+                      f"{describe_status(server.status)}")
+
+
 CHECKS = [
     ("idle-exit", check_idle_exit),
     ("signal-race", check_signal_race),
@@ -756,6 +802,7 @@ CHECKS = [
     ("no-pileup", check_no_pileup),
     ("sigpipe", check_sigpipe),
     ("exit-status", check_exit_status),
+    ("handshake", check_handshake),
 ]
 
 
@@ -1013,6 +1060,98 @@ def ms(seconds):
 
 
 # --------------------------------------------------------------------------
+# A handshake held half-open (the handshake check; the project's tests use
+# it too, through tests/halfopen.py).  Linux: socket(7) SO_ATTACH_FILTER,
+# sock_diag(7).
+
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+# A classic BPF program, struct sock_filter {u16 code; u8 jt, jf; u32 k}
+# four times: drop every segment with SYN set.  On a connecting socket,
+# that is the server's SYN-ACK.
+DROP_SYN = struct.pack("=" + "HBBI" * 4,
+                       0x30, 0, 0, 13,            # ld  [13]: the TCP flags byte
+                       0x45, 0, 1, 0x02,          # jset #SYN
+                       0x06, 0, 0, 0,             # ret #0: drop
+                       0x06, 0, 0, 0xffffffff)    # ret #-1: keep
+
+
+def attach_drop_syn(sock):
+    """Attach DROP_SYN to sock (struct sock_fprog: a length, a pointer)."""
+    program = ctypes.create_string_buffer(DROP_SYN, len(DROP_SYN))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HP", 4, ctypes.addressof(program)))
+
+
+def syn_recv_count(port):
+    """Handshakes under way on port (IPv4 and IPv6), as sock_diag(7)
+    reports them, what `ss -tn state syn-recv` asks: the kernel's count."""
+    return sum(_syn_recv_count(family, port) for family in (socket.AF_INET, socket.AF_INET6))
+
+
+def _syn_recv_count(family, port):
+    netlink_sock_diag, sock_diag_by_family, tcp_syn_recv = 4, 20, 3
+    nlmsg_error, nlmsg_done = 2, 3
+    # struct inet_diag_req_v2: family, protocol, ext, pad, states, then the
+    # socket id (source port, destination port, addresses, interface, cookie).
+    req = (struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << tcp_syn_recv)
+           + struct.pack("!HH", port, 0) + bytes(16 + 16 + 4 + 8))
+    msg = struct.pack("=IHHII", 16 + len(req), sock_diag_by_family, 0x1 | 0x300, 1, 0) + req
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, netlink_sock_diag) as nl:
+        nl.send(msg)
+        count = 0
+        while True:
+            data = nl.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if length < 16:
+                    raise OSError(errno.EPROTO, "sock_diag: a malformed reply")
+                if kind == nlmsg_done:
+                    return count
+                if kind == nlmsg_error:
+                    raise OSError(-struct.unpack_from("=i", data, off + 16)[0], "sock_diag")
+                count += 1
+                off += (length + 3) & ~3
+
+
+def connect_half_open(host, port, timeout):
+    """A socket whose SYN has reached the server and whose SYN-ACK its filter
+    drops: returned once the server's kernel counts the handshake under way.
+    let_in() then lets the next SYN-ACK through."""
+    s = socket.socket()
+    try:
+        attach_drop_syn(s)
+        before = syn_recv_count(port)
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        deadline = time.monotonic() + timeout
+        while syn_recv_count(port) <= before:
+            if time.monotonic() > deadline:
+                raise OSError(errno.ETIMEDOUT, "the handshake never showed up half-open")
+            time.sleep(0.001)   # asking the kernel again: it has no event for this
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def let_in(s, timeout):
+    """Take the filter off and wait for the handshake to end: None when the
+    socket is connected (then blocking, with timeout), else the error's name,
+    e.g. "ECONNREFUSED"."""
+    s.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+    _, writable, _ = select.select([], [s], [], timeout)
+    if not writable:
+        return "timed out"
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return errno.errorcode.get(err, str(err))
+    s.setblocking(True)
+    s.settimeout(timeout)
+    return None
+
+
+# --------------------------------------------------------------------------
 # A small HTTP/1.1 client that reports exactly what the wire did.
 
 Reply = namedtuple("Reply", "kind status headers body")
@@ -1025,9 +1164,12 @@ Reply = namedtuple("Reply", "kind status headers body")
 class Client:
     """One TCP connection to the server, with a read buffer for pipelining."""
 
-    def __init__(self, port, timeout=IO_BOUND, connect=True):
+    def __init__(self, port, timeout=IO_BOUND, connect=True, sock=None):
         self.port = port
         self.buf = b""
+        if sock is not None:
+            self.sock = sock            # connected already, or about to be
+            return
         self.sock = socket.socket()
         self.sock.settimeout(timeout)
         if connect:

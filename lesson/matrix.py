@@ -10,11 +10,11 @@ DIR holds what `make lesson` built: NN-name (a stage) and NN-name-window
 (the same stage built with -DLESSON_RACE_WINDOW_MS).  Exit 0 when the
 matrix is the expected one, 1 when a cell differs, 2 for a usage error.
 
-Besides gracecheck's rows there are four rows of the lesson's own, marked
+Besides gracecheck's rows there are three rows of the lesson's own, marked
 with a "*": holes in windows a few microseconds wide, which gracecheck's
 checks meet only in some runs (signal-race for the first two, under-load
-for the last two), measured here with the same kind of real clients and
-signals, the windows widened or held open:
+for the last), measured here with the same kind of real clients and
+signals, each window held open by the window build:
 
   *lost-wakeup     hole 2: the signal lands between the check and the wait.
                    The window build, signalled as soon as it says
@@ -23,13 +23,6 @@ signals, the windows widened or held open:
                    window build, signalled right after one request, with its
                    keep-alive connection still open; the client leaves
                    0.5 s later.  Main must notice.
-  *handshake       hole 5: a client whose handshake is under way when the
-                   signal comes (its SYN answered, its last ACK not yet in)
-                   counts itself connected: it must be let in and served,
-                   not refused nor reset (gracecheck's under-load meets it
-                   in a run or two in a hundred).  Its own socket filter
-                   holds the handshake half-open across the signal
-                   (tests/halfopen.py).
   *idle-close      hole 5: a request sent at the very moment the drain
                    closes an idle connection must meet our FIN, not a RST
                    (gracecheck's under-load hits this in a few runs in a
@@ -51,8 +44,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from halfopen import connect_half_open, let_in  # noqa: E402  (stdlib only)
 GRACECHECK = os.environ.get("GRACECHECK", os.path.join(HERE, "..", "gracecheck", "gracecheck.py"))
 PYTHON = os.environ.get("PYTHON", sys.executable)
 GRACE = 2   # every stage that has a deadline gets this one
@@ -60,8 +51,8 @@ GRACE = 2   # every stage that has a deadline gets this one
 # gracecheck's rows, in its order; the lesson's own rows follow.
 CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
           "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
-          "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status"]
-LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*handshake", "*idle-close"]
+          "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status", "handshake"]
+LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*idle-close"]
 NOT_RUN = "."
 RACE = "RACE"   # in expected.txt: the check races with itself here; not asserted
 
@@ -207,30 +198,6 @@ def probe_signal_to_main(window_binary):
     return "PASS", "3 of 3 exited"
 
 
-def probe_handshake(binary):
-    """Hole 5: a handshake under way when the signal comes."""
-    st = start(binary)
-    try:
-        with connect_half_open("127.0.0.1", st.port, 5.0) as s:
-            st.proc.send_signal(signal.SIGINT)
-            # The server sends its SYN-ACK again a second after the first,
-            # if it still listens then.
-            err = let_in(s, 5.0)
-            if err:
-                return "FAIL", f"its connect: {err}"
-            s.sendall(request(st.port))
-            try:
-                if not read_response(s):
-                    return "FAIL", "let in, then closed without a response"
-            except ConnectionResetError:
-                return "FAIL", "let in, then reset with its request sent"
-        if not st.exited_within(5.0):
-            return "FAIL", "no exit within 5 s"
-        return "PASS", "let in and answered"
-    finally:
-        st.kill()
-
-
 def probe_idle_close(window_binary):
     """Hole 5: a request sent inside the widened gap before an idle close."""
     # ./server's race build opens this window only when asked to.
@@ -264,7 +231,6 @@ def lesson_rows(command, window_command, idle_close_command):
     rows = {}
     for name, probe, target in (("*lost-wakeup", probe_lost_wakeup, window_command),
                                 ("*signal-to-main", probe_signal_to_main, window_command),
-                                ("*handshake", probe_handshake, command),
                                 ("*idle-close", probe_idle_close, idle_close_command)):
         if target is None:
             continue            # not run: nothing to run it on

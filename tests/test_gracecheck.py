@@ -24,7 +24,8 @@ PY = sys.executable
 SLOW = ["--slow", "/sleep?ms={ms}"]
 ALL_CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
               "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
-              "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status"]
+              "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status",
+              "handshake"]
 
 
 # The fixture tests do not run ./server: under `make asan` or `make tsan`
@@ -113,7 +114,8 @@ FLAW_FAILS = [
     ("idle-holds", ["idle-keepalive"]),
     ("drop-partial", ["partial-request"]),
     ("drop-pipelined", ["pipelined"]),
-    ("skip-backlog", ["backlog"]),
+    ("skip-backlog", ["backlog", "handshake"]),
+    ("no-handshake-wait", ["handshake"]),
     ("no-deadline", ["deadline"]),
     ("ignore-second", ["second-signal"]),
     ("exit-zero", ["deadline", "exit-status"]),

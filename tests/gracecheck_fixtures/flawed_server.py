@@ -25,6 +25,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from halfopen import attach_drop_syn, syn_recv_count  # noqa: E402  (gracecheck's)
+
 FLAWS = {
     "ignore-signal": "SIGINT and SIGTERM are ignored",
     "textbook-accept": "`while not stop: accept()`: the flag is seen only when a client connects",
@@ -39,6 +42,7 @@ FLAWS = {
     "drop-partial": "a connection with half a request head counts as idle and is closed",
     "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
     "skip-backlog": "the listener is closed without taking in connections already in its backlog",
+    "no-handshake-wait": "the listener is closed without waiting for the handshakes under way",
     "no-deadline": "--grace is not enforced: the drain waits for ever",
     "ignore-second": "a second signal during the drain is ignored",
     "exit-zero": "the exit status is 0 even when work was cut",
@@ -127,25 +131,30 @@ class Fixture:
                 self.spawn(conn)
 
     def take_in_backlog_and_close(self):
-        """Accept what is queued, then close the listener.  A client whose
-        handshake completes between the last accept and the close is reset:
-        the window is kept as short as Python allows, with no thread started
-        inside it and the GIL handed back at once (a thread holding it
-        would otherwise widen the window to the 5 ms switch interval)."""
-        taken = []
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-6)
+        """Stop new handshakes (a socket filter that drops SYNs), take in
+        the connections queued and the handshakes under way, which the
+        kernel counts, then close the listener.  Without the filter, a
+        client whose handshake completes between the last accept and the
+        close is reset; without the wait, one whose SYN-ACK is on its way
+        is refused or reset."""
+        attach_drop_syn(self.listener)
         self.listener.setblocking(False)
-        try:
-            while True:
-                taken.append(self.listener.accept()[0])
-        except BlockingIOError:
-            self.listener.close()
-        finally:
-            sys.setswitchinterval(interval)
-        for conn in taken:
-            conn.setblocking(True)
-            self.spawn(conn)
+        recheck, give_up = 0.005, time.monotonic() + 1.5
+        while True:
+            # Count first: a handshake that ends after the count is accepted below.
+            under_way = 0 if "no-handshake-wait" in self.flaws else syn_recv_count(self.port)
+            try:
+                while True:
+                    conn = self.listener.accept()[0]
+                    conn.setblocking(True)
+                    self.spawn(conn)
+            except BlockingIOError:
+                pass
+            if under_way == 0 or time.monotonic() > give_up:
+                break
+            select.select([self.listener], [], [], recheck)
+            recheck *= 2
+        self.listener.close()
 
     def spawn(self, conn):
         t = threading.Thread(target=self.serve, args=(conn,))
