@@ -1241,11 +1241,12 @@ enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
 /*
  * Tests only.  `make test` also builds server-race with
  * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
- * N ms at four places where a race is microseconds wide: in the accept
+ * N ms at five places where a race is microseconds wide: in the accept
  * loop between the check of the flag and the wait (where a textbook loop
  * loses a signal, hole 2), between step 4's last accept and its close of
- * the listener, in the drain between counting the live threads and
- * reaping, and after a second signal before counting what is left to cut.
+ * the listener, in the drain and in the join after a cut between counting
+ * the live threads and reaping, and after a second signal before
+ * counting what is left to cut.
  * A test can then put its signal, its connect, or the end of its last
  * connection exactly inside the window.  In every other build this is
  * nothing.
@@ -1431,11 +1432,15 @@ static void join_all(struct server *srv, const sigset_t *wait_mask)
 
     for (;;) {
         size_t live = live_count(srv);  /* before reaping: see above */
+        if (live > 0)
+            RACE_WINDOW("join");
         reap_finished(srv);
         if (live == 0)
             return;
+        /* Its byte is read (see above), and after a cut no deadline is
+         * left to end the wait below: without this count, for ever. */
         if (live_count(srv) == 0)
-            continue;                   /* its byte is read: see above */
+            continue;
         if (ppoll(&reaper, 1, NULL, wait_mask) < 0 && errno != EINTR) {
             log_line("server: ppoll: %s", strerror(errno));
             return;

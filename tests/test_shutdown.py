@@ -354,6 +354,34 @@ def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_serv
     assert srv.lines[-1] == "exit 0: every connection finished"
 
 
+def test_last_thread_ending_between_count_and_reap_after_a_cut_lets_the_process_exit(
+        start_server):
+    """After a cut, main joins what is left the same way: count, reap, wait
+    for a byte.  A thread that ends between the count and the reap is
+    joined by that reap, its byte read, yet still counted: main must count
+    again rather than wait for that byte, and after a cut there is no
+    deadline left to end the wait.  The race build holds main between the
+    count and the reap (`join`); the cut thread ends inside that window.
+    Exit 1, the cut said.  (A thread that ends before main counts it opens
+    no window: the round proves nothing and is tried again.)"""
+    for n in range(5):
+        srv = start_server("--grace", "30", binary=SERVER_RACE_BIN)
+        c = srv.connect(timeout=bound(10))
+        c.send_request("GET", "/sleep?ms=60000")
+        srv.wait_threads(2)
+        srv.signal(signal.SIGINT)
+        start = srv.wait_line_index(SHUTDOWN_RE, 0, bound(5))
+        srv.signal(signal.SIGINT)
+        srv.wait_line_index(SECOND_SIGNAL_RE, start, bound(5))
+        rc = srv.wait_exit(bound(10))
+        assert rc == 1, srv.log_text()
+        assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
+        c.close()
+        if "race window open: join" in srv.lines:
+            return
+    pytest.fail(f"the cut thread ended before main counted it 5 times:\n{srv.log_text()}")
+
+
 def test_one_byte_of_the_next_request_makes_a_connection_busy(server):
     """Idle means not one byte of a next request: a keep-alive connection
     holding the first byte of its next request at SIGINT is served, whole,
