@@ -5,36 +5,41 @@
  * accept loop, the record of connection threads, the drain and the exit.
  * handler.c owns what happens on one connection.
  *
- * The shutdown sequence, in the order main() runs it:
+ * The shutdown sequence, in the order main() runs it.  First the set-up,
+ * before any signal comes, that makes sure no signal is lost:
  *
- *   1. Start-up blocks SIGINT and SIGTERM before any thread exists, so every
- *      connection thread inherits the blocked mask and the kernel can only
- *      deliver them to the main thread.
- *   2. The accept loop waits in ppoll(), which unblocks the signals only
- *      while it waits (the drain's waits do the same).  A signal that
- *      arrives between our check of the signal count and the wait stays
- *      pending and interrupts ppoll() the moment it starts: no lost
- *      wake-up, no need for another connection to arrive.
- *   3. The handler counts the signal (an atomic counter, not a flag: the
- *      second signal forces, step 6) and returns; ppoll() fails with EINTR
- *      and the loop ends.
- *   4. Stop accepting: stop the kernel starting new handshakes (a filter
- *      drops SYNs), take in the backlog and the handshakes already under
- *      way (clients that connected and sent a request are served, not
- *      reset), then close the listener, so new clients are refused at once
- *      instead of waiting in a backlog nobody will read.
- *   5. Drain: set the draining flag, then close the drain pipe.  Idle
- *      connections see the pipe and close; busy ones finish their request
- *      (and any already pipelined behind it) and, seeing the flag, the
- *      last response says Connection: close.
- *   6. Wait: join connection threads as each one finishes, until none are
- *      left, the grace period ends, or a second signal arrives.
- *   7. Force, if needed: close the force pipe; every wait in every handler
- *      wakes, cuts its connection and returns.  Join the rest.
- *   8. Exit 0 if every connection finished on its own, 1 if any was cut.
+ *   - Block the signals before any thread exists: start-up blocks SIGINT
+ *     and SIGTERM first, so every connection thread inherits the blocked
+ *     mask and the kernel can only deliver them to the main thread.
+ *   - The accept loop waits in ppoll(), which unblocks the signals only
+ *     while it waits (the drain's waits do the same).  A signal that
+ *     arrives between our check of the signal count and the wait stays
+ *     pending and interrupts ppoll() the moment it starts: no lost
+ *     wake-up, no need for another connection to arrive.
+ *   - The handler counts the signal (an atomic counter, not a flag: the
+ *     second signal forces, see "force" below) and returns; ppoll() fails
+ *     with EINTR and the loop ends.
+ *
+ * Then the phases, named as main() names them:
+ *
+ *   Stop accepting: stop the kernel starting new handshakes (a filter
+ *     drops SYNs), take in the backlog and the handshakes already under
+ *     way (clients that connected and sent a request are served, not
+ *     reset), then close the listener, so new clients are refused at once
+ *     instead of waiting in a backlog nobody will read.
+ *   Drain: set the draining flag, then close the drain pipe.  Idle
+ *     connections see the pipe and close; busy ones finish their request
+ *     (and any already pipelined behind it) and, seeing the flag, the
+ *     last response says Connection: close.
+ *   Wait: join connection threads as each one finishes, until none are
+ *     left, the grace period ends, or a second signal arrives.
+ *   Force, if needed: close the force pipe; every wait in every handler
+ *     wakes, cuts its connection and returns.  Join the rest.
+ *   Exit: 0 if every connection finished on its own, 1 if any was cut.
  *
  * SIGHUP is a hot restart: a new process takes over the listening socket,
- * and once it is ready this one continues from step 4 (see "Hot restart").
+ * and once it is ready this one goes on from "stop accepting" (see "Hot
+ * restart").
  */
 #define _GNU_SOURCE /* ppoll, accept4, pipe2 (Linux and the BSDs; POSIX.1-2024) */
 
@@ -90,8 +95,9 @@
  * (and frees a descriptor) sooner. */
 #define ACCEPT_PAUSE_MS 100
 
-/* Step 4's wait for handshakes under way (see take_in_backlog): at most
- * this long, asking the kernel again after this long at first. */
+/* The wait for handshakes under way when we stop accepting (see
+ * take_in_backlog): at most this long, asking the kernel again after this
+ * long at first. */
 #define HANDSHAKE_WAIT_S 1.5
 #define HANDSHAKE_RECHECK_S 0.005
 
@@ -767,12 +773,12 @@ static bool accept_pending(struct server *srv, int listen_fd, int batch)
 }
 
 /*
- * Step 4 must close the listener, and close(2) of a listening socket
- * resets every connection left in its backlog: clients whose connect()
- * has returned, some with their request already sent.  Taking in the
- * backlog first is not enough, because the kernel goes on completing
- * handshakes for us until the very close(): one that completes after our
- * last accept() is reset.  So step 4 first tells the kernel to stop.
+ * Stopping accepting ends in closing the listener, and close(2) of a
+ * listening socket resets every connection left in its backlog: clients
+ * whose connect() has returned, some with their request already sent.
+ * Taking in the backlog first is not enough, because the kernel goes on
+ * completing handshakes for us until the very close(): one that completes
+ * after our last accept() is reset.  So we first tell the kernel to stop.
  * There is no call for that (no "un-listen"); a socket filter does it
  * (socket(7), SO_ATTACH_FILTER): on a TCP socket the filter sees each
  * segment from its TCP header on, and this one drops every segment with
@@ -808,10 +814,10 @@ static int stop_new_handshakes(int listen_fd)
 static int handshakes_under_way(int listen_fd);     /* below: how sock_diag counts */
 
 /*
- * Step 4, once the filter is on: take in the backlog, and the handshakes
- * already under way.  A client counts itself connected as soon as our
- * SYN-ACK reaches it and may be sending its request; if its last ACK
- * reached us after our last accept, close() would reset it.  So count
+ * Stop accepting, once the filter is on: take in the backlog, and the
+ * handshakes already under way.  A client counts itself connected as soon
+ * as our SYN-ACK reaches it and may be sending its request; if its last
+ * ACK reached us after our last accept, close() would reset it.  So count
  * first, then accept: once the count is 0, no handshake can start (the
  * filter) and every one that completed is in the backlog, which the
  * accepts then empty.  While some are under way, wait for the listener to
@@ -947,14 +953,14 @@ static int handshakes_under_way(int listen_fd)
 }
 
 /*
- * The end of step 4.  A socket we inherited (from systemd, or from the
- * server we took over from) may still be held by whoever gave it to us,
- * and it goes on listening after our close(): leave it as we found it.
- * Its backlog then survives our close and needs no filter.  (If we are its
- * last holder, a successor whose predecessor has exited, the window comes
- * back for the few microseconds between the detach and the close.)  Returns
- * -1 with errno set if the filter could not be taken off; the listener is
- * closed either way.
+ * The end of "stop accepting".  A socket we inherited (from systemd, or
+ * from the server we took over from) may still be held by whoever gave it
+ * to us, and it goes on listening after our close(): leave it as we found
+ * it.  Its backlog then survives our close and needs no filter.  (If we
+ * are its last holder, a successor whose predecessor has exited, the
+ * window comes back for the few microseconds between the detach and the
+ * close.)  Returns -1 with errno set if the filter could not be taken off;
+ * the listener is closed either way.
  */
 static int close_listener(int listen_fd, bool inherited)
 {
@@ -1243,10 +1249,10 @@ enum loop_end { LOOP_SIGNAL, LOOP_HANDED_OVER, LOOP_ERROR };
  * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
  * N ms at five places where a race is microseconds wide: in the accept
  * loop between the check of the flag and the wait (where a textbook loop
- * loses a signal, hole 2), between step 4's last accept and its close of
- * the listener, in the drain and in the join after a cut between counting
- * the live threads and reaping, and after a second signal before
- * counting what is left to cut.
+ * loses a signal, lesson step 2), between the last accept of "stop
+ * accepting" and its close of the listener, in the drain and in the join
+ * after a cut between counting the live threads and reaping, and after a
+ * second signal before counting what is left to cut.
  * A test can then put its signal, its connect, or the end of its last
  * connection exactly inside the window.  In every other build this is
  * nothing.
@@ -1548,7 +1554,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    /* Before any thread exists: see step 1 at the top of this file. */
+    /* Block the signals before any thread exists: see the top of this file. */
     if (install_signal_handlers(&self.orig_mask, &wait_mask) != 0)
         return 1;
     find_self(argv[0], self.path, sizeof self.path);
@@ -1587,7 +1593,7 @@ int main(int argc, char **argv)
     if (inherited)
         tell_old_server_ready();
 
-    /* Steps 2 and 3. */
+    /* The accept loop waits in ppoll() until the handler counts a signal. */
     enum loop_end end = accept_loop(&srv, listen_fd, &self, &wait_mask);
     const char *reason;
     unsigned cut_at = atomic_load(&signals_received) + 1;  /* the signal that cuts */
@@ -1602,7 +1608,7 @@ int main(int argc, char **argv)
         break;
     case LOOP_SIGNAL:
         reason = signal_name(atomic_load(&last_signal));
-        /* Step 4, first half.  Clients already in the backlog have
+        /* Stop accepting, first half.  Clients already in the backlog have
          * connected and sent their request; closing the listener would
          * reset them.  Stop the kernel starting new handshakes, then take
          * in the ones it completed and those under way: they are served
@@ -1619,10 +1625,10 @@ int main(int argc, char **argv)
         break;
     }
 
-    /* Step 4, second half: refuse new clients now rather than leave them
-     * in the backlog.  After a hand-over the new server holds the socket
-     * too, so for clients nothing closes: the queue just has one reader
-     * fewer. */
+    /* Stop accepting, second half: refuse new clients now rather than leave
+     * them in the backlog.  After a hand-over the new server holds the
+     * socket too, so for clients nothing closes: the queue just has one
+     * reader fewer. */
     RACE_WINDOW_CLOSE();
     if (close_listener(listen_fd, inherited) != 0)
         log_line("server: cannot take the SYN filter off the inherited listener: %s",
@@ -1630,12 +1636,13 @@ int main(int argc, char **argv)
     log_line("shutdown requested by %s; draining %zu connection(s), grace %g s",
              reason, live_count(&srv), opt.grace_s);
 
-    /* Step 5: broadcast "drain" to every handler: the flag for responses
+    /* Drain: broadcast "drain" to every handler: the flag for responses
      * about to be written, then the pipe for threads waiting in poll(). */
     atomic_store(&srv.draining, true);
     (void)close(srv.drain_w);
 
-    /* Step 6. */
+    /* Wait: until every connection has finished, the grace period ends or
+     * a second signal arrives. */
     size_t cut = 0;
     switch (wait_for_connections(&srv, opt.grace_s, cut_at, &wait_mask)) {
     case DRAIN_DONE:
@@ -1651,11 +1658,11 @@ int main(int argc, char **argv)
                  signal_name(atomic_load(&last_signal)), cut);
         break;
     }
-    /* Step 7: wake every remaining wait; handlers cut and return. */
+    /* Force: wake every remaining wait; handlers cut and return. */
     (void)close(srv.force_w);
     join_all(&srv, &wait_mask);
 
-    /* Step 8. */
+    /* Exit: 0 if every connection finished on its own, 1 if any was cut. */
     server_destroy(&srv);
     (void)close(data_dir_fd);
     if (cut > 0) {
