@@ -9,7 +9,7 @@ First, the same tests run once on the unmodified tree, where every one must
 pass: a test that always fails would "kill" anything.
 
     tests/mutants/run.py                 all mutants, two at a time
-    tests/mutants/run.py -j1 04 hole3    only the patches whose name contains 04 or hole3
+    tests/mutants/run.py -j1 04 step2    only the patches whose name contains 04 or step2
     tests/mutants/run.py --keep          keep the temporary trees
 
 Prints a table (mutant, the tests that killed it, seconds taken) and exits
