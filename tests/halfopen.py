@@ -1,6 +1,6 @@
 """Hold a TCP handshake half-open, and count the half-open ones: for the
-tests of step 4 (tests/test_race.py) and the fixture's listener
-(tests/gracecheck_fixtures/flawed_server.py).
+tests of stopping accepting (tests/test_race.py; lesson steps A1 and A2)
+and the fixture's listener (tests/gracecheck_fixtures/flawed_server.py).
 
 The code is gracecheck's (its handshake check), which is one file by
 design; this only makes it importable from here.  Linux.

@@ -44,8 +44,8 @@ SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"),
 
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_signal_between_check_and_wait_is_not_lost(start_server, tmp_path, sig):
-    """Hole 2: a signal that lands after the loop checked its flag but before
-    it waits stays pending, and the wait takes it: exit 0 at once.  (A
+    """Lesson step 2: a signal that lands after the loop checked its flag but
+    before it waits stays pending, and the wait takes it: exit 0 at once.  (A
     textbook loop has already read the flag: it then waits forever.)"""
     for n in range(ROUNDS):
         srv = race_server(start_server, data_dir=tmp_path / f"d{n}")
@@ -60,10 +60,11 @@ def test_signal_between_check_and_wait_is_not_lost(start_server, tmp_path, sig):
 
 
 def test_signal_with_connection_threads_alive_reaches_the_main_thread(start_server, tmp_path):
-    """Hole 3: with connection threads alive and the main thread busy (in the
-    window, signals blocked), a process-directed SIGINT must still reach the
-    main thread: the connection threads block it.  (If a connection thread
-    took it, the main thread would sleep on in its wait.)"""
+    """Lesson step 2, signals blocked before any thread exists: with
+    connection threads alive and the main thread busy (in the window, signals
+    blocked), a process-directed SIGINT must still reach the main thread: the
+    connection threads block it.  (If a connection thread took it, the main
+    thread would sleep on in its wait.)"""
     for n in range(ROUNDS):
         srv = race_server(start_server, data_dir=tmp_path / f"d{n}")
         c = warm_conn(srv)
@@ -143,10 +144,11 @@ def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(s
 
 
 def test_client_connecting_between_the_last_accept_and_close_is_refused_not_reset(start_server):
-    """Step 4's two-stage close: a client whose connect() comes after the
-    drain's last accept() and before the listener closes (inside the window)
-    is refused, which any client may retry, not let in by the kernel and
-    then reset by close() with its request sent.  Its SYN is dropped; the
+    """Stopping accepting in two stages (lesson step A1, the SYN filter before
+    the listener's close): a client whose connect() comes after the drain's
+    last accept() and before the listener closes (inside the window) is
+    refused, which any client may retry, not let in by the kernel and then
+    reset by close() with its request sent.  Its SYN is dropped; the
     one it sends again a second later finds the listener closed."""
     request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     for n in range(ROUNDS):
@@ -176,16 +178,16 @@ def test_client_connecting_between_the_last_accept_and_close_is_refused_not_rese
 
 
 def test_handshake_under_way_when_the_drain_begins_is_let_in_and_served(start_server):
-    """Step 4 waits for the handshakes already under way.  A client whose SYN
-    the server answered before the signal counts itself connected once the
-    SYN-ACK reaches it, and may send its request at once: a listener closed
-    before its last ACK arrives would reset it.  Here the client's own socket
-    filter holds its handshake half-open across the signal; then it comes
-    off, the server's SYN-ACK comes again (a second after the first), and the
-    client must be let in, served and closed cleanly; exit 0.  (Whether the
-    response says Connection: close depends on whether it is written before
-    or after the drain begins, a moment later.  A server that closes at once
-    never sends that SYN-ACK again: the client is refused.)"""
+    """Stopping accepting waits for the handshakes already under way (lesson
+    step A2).  A client whose SYN the server answered before the signal counts
+    itself connected once the SYN-ACK reaches it, and may send its request at
+    once: a listener closed before its last ACK arrives would reset it.  Here
+    the client's own socket filter holds its handshake half-open across the
+    signal; then it comes off, the server's SYN-ACK comes again (a second after
+    the first), and the client must be let in, served and closed cleanly; exit
+    0.  (Whether the response says Connection: close depends on whether it is
+    written before or after the drain begins, a moment later.  A server that
+    closes at once never sends that SYN-ACK again: the client is refused.)"""
     srv = start_server()
     with connect_half_open(HOST, srv.port, bound(5)) as s:
         srv.signal(signal.SIGINT)

@@ -443,9 +443,9 @@ def test_socket_activation_uses_inherited_listener(tmp_path):
 def test_socket_activation_leaves_the_socket_listening_for_the_next_instance(tmp_path):
     """systemd keeps a socket-activated listener across restarts: after one
     instance stops, a client that connects waits in the backlog and the next
-    instance serves it.  Step 4's SYN filter must come off a socket someone
-    else holds before our close(); left on, that socket would drop every SYN
-    for good."""
+    instance serves it.  The SYN filter we put on to stop accepting (lesson
+    step A1) must come off a socket someone else holds before our close();
+    left on, that socket would drop every SYN for good."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     first = socket.socket(fileno=os.dup(sock.fileno()))
