@@ -9,7 +9,8 @@ fresh private directory.  It waits until the port accepts connections (or
 --ready-line matches a line of the server's stderr), drives real clients
 over 127.0.0.1, sends the stop signal, and watches what the clients see and
 when and how the process exits.  Each check is one function below; its
-docstring names the hole it looks for and where that hole is described.
+docstring names the hole it looks for and, where the lesson has one, the
+lesson step that closes it (numbered as in the main README).
 
 Exit status: 0 every applicable check passed, 1 a check failed, 2 a usage
 error (or a command that never became ready).  Python 3 standard library
@@ -73,7 +74,7 @@ class NotReady(Exception):
 # The machinery they use (Server, Client) follows them.
 
 def check_idle_exit(cfg):
-    """Idle server ignores the stop signal (textbook hole 1).
+    """Idle server ignores the stop signal (lesson step 1).
 
     A loop of `while (!stop) accept(...)` with SA_RESTART (or signal(), which
     implies it on Linux) restarts accept() after the handler runs, so the
@@ -102,7 +103,7 @@ def check_idle_exit(cfg):
 
 
 def check_signal_race(cfg):
-    """Signal lost between the flag check and the wait (textbook hole 2).
+    """Signal lost between the flag check and the wait (lesson step 2).
 
     `while (!stop) accept()` loses a signal that lands after `!stop` is read
     and before accept() blocks; the fix is pselect/ppoll with the signal
@@ -258,7 +259,7 @@ def check_conn_close(cfg):
 
 
 def check_idle_keepalive(cfg):
-    """Idle keep-alive connections hold the exit (textbook hole 5).
+    """Idle keep-alive connections hold the exit (lesson step 5).
 
     Joining every connection thread waits forever on a client that keeps its
     connection open and sends nothing; idle connections must be closed at
@@ -438,7 +439,7 @@ def check_backlog(cfg):
 
 
 def check_deadline(cfg):
-    """No drain deadline: one slow client holds the exit forever (hole 5).
+    """No drain deadline: one slow client holds the exit forever (lesson step 6).
 
     A drain must end: after the grace period what is left is cut and the
     exit status says so (systemd.kill(5): TimeoutStopSec then SIGKILL; Go's
@@ -602,7 +603,7 @@ def check_under_load(cfg):
 
 
 def check_no_pileup(cfg):
-    """Finished connections leave threads, stacks or descriptors behind (hole 4).
+    """Finished connections leave threads, stacks or descriptors behind (lesson step 3).
 
     A thread that is never joined (nor detached) leaves the task list when
     it ends, but its stack stays mapped until exit: pthread_join(3)
@@ -667,7 +668,7 @@ def check_no_pileup(cfg):
 
 
 def check_sigpipe(cfg):
-    """SIGPIPE kills the server (textbook hole 6).
+    """SIGPIPE kills the server (lesson step 7).
 
     Writing to a socket whose peer has gone raises SIGPIPE, whose default
     action ends the process: send(2) "EPIPE ... the calling thread also
@@ -753,7 +754,7 @@ def check_exit_status(cfg):
 
 
 def check_handshake(cfg):
-    """A handshake under way at the signal is refused or reset (hole 5).
+    """A handshake under way at the signal is refused or reset (lesson step A2).
 
     A client counts itself connected once the server's SYN-ACK reaches it,
     and may send its request at once; the server's kernel queues the
