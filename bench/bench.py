@@ -866,7 +866,7 @@ class Bench:
         med = median(got["ours"])
         self.res.row(label + f", median of {n} fresh processes", got, f_ms,
                      "≤ 1 ms", med <= 1.0)
-        self.res.row("3. floor: step 4's one count of the handshakes under way "
+        self.res.row("3. floor: the one count of the handshakes under way when we stop accepting "
                      "(sock_diag walks the kernel's whole TCP table; ms, bench/floor.c), "
                      "same rounds", cells={"ours": spread(floor, f_ms)})
 

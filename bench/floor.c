@@ -16,8 +16,8 @@
  *                the resident memory each sleeping thread added (KiB, from
  *                VmRSS), the floor of figure 6.
  *   count N      on a fresh listener, ask the kernel N times how many
- *                handshakes are under way on its port, as step 4 does once
- *                at every shutdown (lesson/handshakes.c, sock_diag).  The
+ *                handshakes are under way on its port, as the server does
+ *                once at every shutdown, when it stops accepting (lesson/handshakes.c, sock_diag).  The
  *                kernel walks its whole TCP hash table to answer, so this
  *                depends on the machine, not on us.  Prints the median
  *                milliseconds of one count, the floor of figure 3.
