@@ -93,8 +93,8 @@ lint:
 	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c bench/floor.c
 	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	    --inline-suppr -D_GNU_SOURCE -Ilesson lesson/naive.c lesson/minimal.c lesson/http.c lesson/handshakes.c
-	clang-tidy --quiet lesson/naive.c lesson/minimal.c lesson/http.c lesson/handshakes.c -- -std=c11 -Ilesson
+	    --inline-suppr -D_GNU_SOURCE -Ilesson $(LESSON_SRCS)
+	clang-tidy --quiet $(LESSON_SRCS) -- -std=c11 -Ilesson
 
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
@@ -129,20 +129,26 @@ gracecheck: server
 gracecheck-peers:
 	sh gracecheck/peers.sh $(PYTHON)
 
-# The lesson: lesson/steps/*.patch applied in turn to lesson/naive.c, each
-# stage built (and built again with the race window), gracecheck run on
-# every stage and on ./server, and the matrix compared with
-# lesson/expected.txt.  LESSON_JOBS columns run at once.
+# The lesson: lesson/steps/0*.patch applied in turn to lesson/naive.c give
+# minimal.c, and lesson/steps/A*.patch applied to minimal.c give
+# hardened.c; every stage is built (and built again with the race windows
+# held open, lesson/window.c), gracecheck and the lesson's own rows run on
+# every stage and on ./server, the matrix is compared with
+# lesson/expected.txt, and every demo in the README's lesson is run and
+# its output checked.  LESSON_JOBS columns run at once.
 LESSON_BUILD = lesson/build
 LESSON_JOBS ?= 3
+LESSON_SRCS = lesson/naive.c lesson/minimal.c lesson/hardened.c lesson/http.c \
+              lesson/handshakes.c lesson/window.c
 
-lesson-stages:
+lesson-stages: $(LESSON_SRCS) lesson/stages.sh
 	CC="$(CC)" CFLAGS="$(ALL_CFLAGS)" sh lesson/stages.sh $(LESSON_BUILD)
 
 lesson: server server-race lesson-stages
 	$(PYTHON) lesson/matrix.py --build $(LESSON_BUILD) --server ./server \
 	    --server-race ./server-race \
 	    --jobs $(LESSON_JOBS) --write $(LESSON_BUILD)/matrix.txt $(if $(LESSON_FULL),--full)
+	$(PYTHON) lesson/demos.py
 
 bench: server
 	$(PYTHON) bench/bench.py

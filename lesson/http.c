@@ -1,14 +1,12 @@
 /* lesson/http.c - see http.h. */
-#define _POSIX_C_SOURCE 200809L /* nanosleep, strncasecmp */
+#define _POSIX_C_SOURCE 200809L /* strncasecmp */
 
 #include "http.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 size_t http_head_length(const char *buf, size_t len)
 {
@@ -129,24 +127,4 @@ size_t http_format(const struct http_request *rq, char *out, size_t cap)
                  rq->status == 405 ? "Allow: GET, HEAD\r\n" : "",
                  rq->head_only ? "" : body);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
-}
-
-void lesson_race_window(void)
-{
-#ifdef LESSON_RACE_WINDOW_MS
-    struct timespec ts = { LESSON_RACE_WINDOW_MS / 1000, LESSON_RACE_WINDOW_MS % 1000 * 1000000L };
-
-    /* A preempted thread is not woken by a signal: sleep the whole time. */
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-#endif
-}
-
-void lesson_idle_close_window(void)
-{
-#ifdef LESSON_RACE_WINDOW_MS
-    /* Unbuffered; if the line is lost, the row fails, as it should. */
-    (void)fputs("race window open: idle-close\n", stderr);
-    lesson_race_window();
-#endif
 }

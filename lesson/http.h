@@ -38,20 +38,4 @@ void http_parse(const char *buf, size_t len, struct http_request *rq);
  * length.  rq->keep_alive chooses Connection: keep-alive or close. */
 size_t http_format(const struct http_request *rq, char *out, size_t cap);
 
-/*
- * Not HTTP: the lesson's race window.  `make lesson` builds each stage a
- * second time with -DLESSON_RACE_WINDOW_MS=N, and then this pauses N ms, as
- * if the scheduler had stopped the thread exactly there; the stages call it
- * between checking for a signal and starting to wait.  A race microseconds
- * wide becomes one the lesson's race rows hit every time.  In a normal
- * build it does nothing.
- */
-void lesson_race_window(void);
-
-/* The same pause, from step 5b on, between a connection thread's last look
- * for input and its close of an idle connection.  It says "race window
- * open: idle-close" on stderr first, so that the lesson's *idle-close row
- * can send its request inside. */
-void lesson_idle_close_window(void);
-
 #endif

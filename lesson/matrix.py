@@ -4,31 +4,35 @@ matrix (checks as rows, stages as columns, ./server last) and compare it
 with lesson/expected.txt.
 
     matrix.py --build DIR --server ./server [--server-race ./server-race]
-              [--expected FILE] [--jobs N]
+              [--expected FILE] [--jobs N] [--full]
 
-DIR holds what `make lesson` built: NN-name (a stage) and NN-name-window
-(the same stage built with -DLESSON_RACE_WINDOW_MS).  Exit 0 when the
-matrix is the expected one, 1 when a cell differs, 2 for a usage error.
+DIR holds what `make lesson-stages` built: NAME (a stage) and NAME-window
+(the same stage linked with lesson/window.c, which holds the lesson's race
+windows open).  Exit 0 when the matrix is the expected one, 1 when a cell
+differs, 2 for a usage error.
 
-Besides gracecheck's rows there are three rows of the lesson's own, marked
-with a "*": holes in windows a few microseconds wide, which gracecheck's
-checks meet only in some runs (signal-race for the first two, under-load
-for the last), measured here with the same kind of real clients and
-signals, each window held open by the window build:
+Besides gracecheck's rows there are rows of the lesson's own, marked with
+a "*": holes in windows a few microseconds wide, which gracecheck's checks
+meet only in some runs, measured here with the same kind of real clients
+and signals, each window held open by the window build (the first four),
+or a client that is simply slow (the last):
 
-  *lost-wakeup     hole 2: the signal lands between the check and the wait.
-                   The window build, signalled as soon as it says
-                   "listening on", with nobody connected.
-  *signal-to-main  hole 3: the signal goes to a connection thread.  The
-                   window build, signalled right after one request, with its
-                   keep-alive connection still open; the client leaves
-                   0.5 s later.  Main must notice.
-  *idle-close      hole 5: a request sent at the very moment the drain
-                   closes an idle connection must meet our FIN, not a RST
-                   (gracecheck's under-load hits this in a few runs in a
-                   hundred).  The window build, whose connection thread
-                   says "race window open: idle-close" and holds still
-                   before its close; the request is sent inside.
+  *lost-wakeup     step 2: the signal lands between the check and the
+                   wait.  Signalled as soon as it says "listening on",
+                   with nobody connected: it must exit.
+  *signal-to-main  step 2: the signal must reach main, which waits for it,
+                   with a connection thread alive: signalled right after
+                   one request, its keep-alive connection still open; the
+                   client leaves 0.5 s later.
+  *listener-close  step A1: a client that connects between the last
+                   accept() and the listener's close ("race window open:
+                   close") must be refused, not let in and reset.
+  *idle-close      step A3: a request sent as the drain closes an idle
+                   connection ("race window open: idle-close") must meet
+                   our FIN, not a RST.
+  *first-request   step A4: a client that connects just before the signal
+                   and sends its request 150 ms later must be served
+                   (200, Connection: close), not closed unread.
 """
 
 import argparse
@@ -52,7 +56,8 @@ GRACE = 2   # every stage that has a deadline gets this one
 CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
           "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
           "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status", "handshake"]
-LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*idle-close"]
+LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*listener-close", "*idle-close",
+               "*first-request"]
 NOT_RUN = "."
 RACE = "RACE"   # in expected.txt: the check races with itself here; not asserted
 
@@ -166,7 +171,7 @@ def read_response(sock):
 
 
 def probe_lost_wakeup(window_binary):
-    """Hole 2: signalled at once, in the widened gap before the first wait."""
+    """Step 2: signalled at once, in the widened gap before the first wait."""
     for run in range(3):
         st = start(window_binary)
         try:
@@ -181,7 +186,7 @@ def probe_lost_wakeup(window_binary):
 
 
 def probe_signal_to_main(window_binary):
-    """Hole 3: signalled right after a request, its connection still open."""
+    """Step 2: signalled right after a request, its connection still open."""
     for run in range(3):
         st = start(window_binary)
         try:
@@ -198,8 +203,74 @@ def probe_signal_to_main(window_binary):
     return "PASS", "3 of 3 exited"
 
 
+def probe_listener_close(window_binary):
+    """Step A1: a client connects inside the widened gap before close(listener)."""
+    # ./server's race build opens this window only when asked to.
+    env = {"GRACEFUL_RACE_CLOSE": "1"}
+    for run in range(3):
+        st = start(window_binary, env)
+        try:
+            st.proc.send_signal(signal.SIGINT)
+            if not st.wait_for_line(b"race window open: close", 6.0):
+                return "FAIL", f"the listener not closed within 6 s (run {run + 1})"
+            with socket.socket() as s:
+                # A dropped SYN is sent again after 1 s, then 3 s.
+                s.settimeout(8)
+                try:
+                    s.connect(("127.0.0.1", st.port))
+                except ConnectionRefusedError:
+                    pass        # refused: any client may retry that
+                else:
+                    s.sendall(request(st.port, close=True))
+                    try:
+                        if not read_response(s):
+                            return "FAIL", f"let in, then closed unanswered (run {run + 1})"
+                    except ConnectionResetError:
+                        return "FAIL", f"let in, then reset with its request sent (run {run + 1})"
+            if not st.exited_within(5.0):
+                return "FAIL", f"no exit within 5 s (run {run + 1})"
+        finally:
+            st.kill()
+    return "PASS", "3 of 3 refused or served, none reset"
+
+
+def probe_first_request(binary):
+    """Step A4: a new connection whose request comes 150 ms after the signal."""
+    for run in range(3):
+        st = start(binary)
+        try:
+            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
+                st.proc.send_signal(signal.SIGINT)
+                s.settimeout(0.15)
+                try:
+                    early = s.recv(4096)
+                    return "FAIL", (f"closed before its first request (run {run + 1})" if not early
+                                    else f"sent {early[:40]!r} unasked (run {run + 1})")
+                except socket.timeout:
+                    pass        # nothing for 150 ms: the connection is still ours
+                except ConnectionResetError:
+                    return "FAIL", f"reset before its first request (run {run + 1})"
+                s.settimeout(5)
+                s.sendall(request(st.port))
+                reply = b""
+                try:
+                    while chunk := s.recv(4096):
+                        reply += chunk
+                except (ConnectionResetError, socket.timeout) as e:
+                    return "FAIL", f"{type(e).__name__} after {len(reply)} bytes (run {run + 1})"
+                if not reply.startswith(b"HTTP/1.1 200"):
+                    return "FAIL", f"no 200: {reply[:40]!r} (run {run + 1})"
+                if not re.search(rb"(?i)\r\nconnection: *close\r\n", reply):
+                    return "FAIL", f"served, but not with Connection: close (run {run + 1})"
+            if not st.exited_within(5.0) or st.proc.returncode != 0:
+                return "FAIL", f"no exit 0 within 5 s (run {run + 1})"
+        finally:
+            st.kill()
+    return "PASS", "3 of 3 served, with Connection: close"
+
+
 def probe_idle_close(window_binary):
-    """Hole 5: a request sent inside the widened gap before an idle close."""
+    """Step A3: a request sent inside the widened gap before an idle close."""
     # ./server's race build opens this window only when asked to.
     env = {"GRACEFUL_RACE_IDLE_CLOSE": "1"}
     for run in range(3):
@@ -227,13 +298,21 @@ def probe_idle_close(window_binary):
     return "PASS", "3 of 3 met a FIN, not a reset"
 
 
-def lesson_rows(command, window_command, idle_close_command):
+# The lesson's rows: each probe, and whether it runs on the window build.
+PROBES = {"*lost-wakeup": (probe_lost_wakeup, True),
+          "*signal-to-main": (probe_signal_to_main, True),
+          "*listener-close": (probe_listener_close, True),
+          "*idle-close": (probe_idle_close, True),
+          "*first-request": (probe_first_request, False)}
+
+
+def lesson_rows(command, window_command, race_command, rows_wanted):
     rows = {}
-    for name, probe, target in (("*lost-wakeup", probe_lost_wakeup, window_command),
-                                ("*signal-to-main", probe_signal_to_main, window_command),
-                                ("*idle-close", probe_idle_close, idle_close_command)):
-        if target is None:
-            continue            # not run: nothing to run it on
+    for name, (probe, windowed) in PROBES.items():
+        target = command if not windowed else (
+            window_command if name in ("*lost-wakeup", "*signal-to-main") else race_command)
+        if target is None or name not in rows_wanted:
+            continue            # not run: nothing to run it on, or not needed
         try:
             rows[name] = probe(target)
         except (OSError, RuntimeError) as e:
@@ -244,10 +323,10 @@ def lesson_rows(command, window_command, idle_close_command):
 # ---------------------------------------------------------------- the matrix
 
 def run_column(column, tmp, only):
-    name, command, window_command, idle_close_command = column
+    name, command, window_command, race_command = column
     out = os.path.join(tmp, f"{name}.json")
-    cells = gracecheck(command, out, only)
-    cells.update(lesson_rows(command, window_command, idle_close_command))
+    cells = gracecheck(command, out, [r for r in only if r in CHECKS])
+    cells.update(lesson_rows(command, window_command, race_command, only))
     return name, cells
 
 
@@ -274,6 +353,8 @@ def print_matrix(columns, results, expected, file=sys.stdout):
 
 
 def main():
+    if "--probe" in sys.argv[1:] and "--build" not in sys.argv[1:]:
+        sys.argv += ["--build", "", "--server", ""]     # not used by --probe
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--build", required=True, help="the directory make lesson built the stages in")
     p.add_argument("--server", required=True, help="./server, for the last column")
@@ -282,17 +363,34 @@ def main():
     p.add_argument("--expected", default=os.path.join(HERE, "expected.txt"))
     p.add_argument("--jobs", type=int, default=3, help="columns run at once")
     p.add_argument("--write", metavar="FILE", help="also write the matrix and every figure here")
+    p.add_argument("--probe", nargs=2, metavar=("ROW", "STAGE"),
+                   help="run one of the lesson's rows (without its *) on one stage "
+                        "binary, print its result and exit 0 if it passed (the README's "
+                        "demos use this)")
     p.add_argument("--full", action="store_true",
                    help="run every cell, even those the expected matrix says are red here "
                         "and in the next column")
     args = p.parse_args()
+    if args.probe:
+        row, stage = args.probe
+        if "*" + row not in PROBES:
+            p.error(f"--probe: no row *{row}; the rows are {', '.join(PROBES)}")
+        try:
+            result, figure = PROBES["*" + row][0]([os.path.abspath(stage), "{port}", str(GRACE)])
+        except (OSError, RuntimeError) as e:
+            result, figure = "FAIL", f"error: {e}"
+        print(f"{result} {figure}")
+        return 0 if result == "PASS" else 1
 
-    stages = sorted(f for f in os.listdir(args.build)
-                    if re.fullmatch(r"\d\d[a-z]?-[a-z0-9-]+", f) and not f.endswith("-window"))
-    if os.path.exists(os.path.join(args.build, "minimal")):
-        stages.append("minimal")
-    if not stages:
-        print(f"matrix: no stages in {args.build}", file=sys.stderr)
+    built = [f for f in os.listdir(args.build)
+             if re.fullmatch(r"[0-9A]\d-[a-z0-9-]+", f) and not f.endswith("-window")]
+    # The core's stages, minimal, the advanced stages, hardened.
+    stages = (sorted(f for f in built if f[0] == "0") + ["minimal"]
+              + sorted(f for f in built if f[0] == "A") + ["hardened"])
+    missing = [s for s in stages if not os.path.exists(os.path.join(args.build, s))]
+    if missing or len(stages) < 3:
+        print(f"matrix: {args.build} lacks {', '.join(missing) or 'the stages'}: "
+              "run make lesson-stages", file=sys.stderr)
         return 2
     columns = []
     for s in stages:
@@ -302,7 +400,7 @@ def main():
         columns.append((short, [binary, "{port}", str(GRACE)], window, window))
     # ./server's *lost-wakeup and *signal-to-main run unwidened: its race
     # build holds still at more places than these probes' bounds allow for.
-    # Its idle-close window opens only when asked (probe_idle_close does).
+    # Its close and idle-close windows open only when asked (the probes do).
     args_server = ["--port", "{port}", "--grace", str(GRACE), "--data-dir", "{dir}"]
     server = [os.path.abspath(args.server)] + args_server
     server_race = ([os.path.abspath(args.server_race)] + args_server
@@ -313,13 +411,15 @@ def main():
     names = [c[0] for c in columns]
 
     def needed(i):
-        """gracecheck's rows worth running in column i: all of them in the first
-        and the last two columns; elsewhere, a row that is red here and red in
-        the next column too tells nothing new (the column before the step
-        that turns it green shows it red), and costs a hang of seconds."""
-        if args.full or i == 0 or i >= len(names) - 2:
-            return CHECKS
-        return [r for r in CHECKS if expected.get((r, names[i])) != "FAIL"
+        """The rows worth running in column i: all of them in the first column
+        and in minimal, hardened and server; elsewhere, a row that is red here
+        and red in the next column too tells nothing new (the column before
+        the step that turns it green shows it red), and costs a hang of
+        seconds."""
+        rows = CHECKS + LESSON_ROWS
+        if args.full or i == 0 or names[i] in ("minimal", "hardened", "server"):
+            return rows
+        return [r for r in rows if expected.get((r, names[i])) != "FAIL"
                 or expected.get((r, names[i + 1])) != "FAIL"]
 
     results = {}

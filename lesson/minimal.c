@@ -1,42 +1,36 @@
 /*
  * minimal.c - the smallest thread-per-connection server whose Ctrl+C is
- * graceful: lesson/naive.c with every hole closed, one step at a time
- * (lesson/steps/, and the README's lesson).  Lift it into your own server;
- * the HTTP is in lesson/http.c, the shutdown all here.
+ * graceful: lesson/naive.c with the seven core steps of the README's
+ * lesson applied (lesson/steps/01 to 07).  Its calls are all POSIX (ppoll,
+ * pipe2 and accept4 since POSIX.1-2024): lift it whole into your own
+ * server.  The HTTP is in lesson/http.c.
  *
- * The shutdown sequence, in the order main() runs it (./server's numbering):
- *   1. Block SIGINT and SIGTERM before any thread exists.
- *   2. Wait in ppoll(), with them unblocked only inside the wait.
- *   3. The handler counts the signal and returns; ppoll() fails with EINTR
- *      and the loop ends.
- *   4. Drop new SYNs, take in the backlog and the handshakes under
- *      way, close the listener.
- *   5. Drain: set the flag, then close the drain pipe.
- *   6. Join threads as they finish, until none are left, the grace
- *      deadline passes or a second signal comes.
- *   7. Force: close the force pipe and join the rest.
- *   8. Exit 0, or 1 if anything was cut.
+ * The shutdown, in the order main() runs it:
+ *   stop accepting  take in the backlog, then close the listener;
+ *   drain           close the drain pipe: idle connections close, busy
+ *                   ones finish and say Connection: close;
+ *   wait            join threads as they finish, until none is left, the
+ *                   grace deadline passes or a second signal comes;
+ *   force           close the force pipe: every wait in every thread
+ *                   wakes and cuts its connection; join the rest;
+ *   exit            0, or 1 if anything was cut.
  *
- * Not here (see ./server): uploads that are never half-written (hole 7),
- * hot restart, limits, timeouts for slow clients, thread stacks of our own.
+ * lesson/hardened.c adds the advanced steps A1 to A4, which close the
+ * last windows, microseconds wide, in which a client can meet a reset.
  *
  * Usage: minimal [PORT [GRACE_SECONDS]]
  */
-#define _GNU_SOURCE /* the steps use pipe2 and ppoll */
+#define _GNU_SOURCE /* the steps use ppoll, pipe2 and accept4 (POSIX.1-2024) */
 
-#include "handshakes.h"
 #include "http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/filter.h>     /* stop_new_handshakes */
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,34 +147,6 @@ static int send_all(struct conn *c, const char *p, size_t len)
 }
 
 /*
- * Close without a RST.  close() with unread input, or input that arrives
- * after it, makes the kernel send a RST, and a client that gets one may
- * discard the response it had received (RFC 9112 section 9.6) or report as
- * failed a request it would have retried after a clean EOF (9.3.1).  So
- * send our FIN first, read and discard what still comes, then close: for a
- * second at most when input is pending, and for 5 ms when none is, since
- * the client of an idle connection may be sending its next request at this
- * very moment (over loopback or a LAN it arrives well within that).
- */
-static void close_gently(struct conn *c)
-{
-    struct pollfd p[2] = {
-        { .fd = c->fd, .events = POLLIN },
-        { .fd = c->sh->force_fd, .events = POLLIN },
-    };
-    char junk[4096];
-    bool pending = c->len > 0 || recv(c->fd, junk, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
-
-    if (!pending)
-        lesson_idle_close_window();
-    if (shutdown(c->fd, SHUT_WR) == 0)
-        while (poll(p, 2, pending ? 1000 : 5) > 0 && !p[1].revents &&
-               recv(c->fd, junk, sizeof junk, 0) > 0)
-            ;
-    close(c->fd);
-}
-
-/*
  * A thread's last act: put itself on the finished list and wake main(),
  * which joins it at once, so handles and stacks never pile up.  (Normal
  * mutexes and valid joinable threads: these pthread calls cannot fail.)
@@ -219,7 +185,7 @@ static void *serve(void *arg)
         if (send_all(c, out, http_format(&rq, out, sizeof out)) != 0 || !rq.keep_alive)
             break;
     }
-    close_gently(c);
+    close(c->fd);
     finish(c);
     return NULL;
 }
@@ -256,32 +222,27 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Start a thread for connection fd: 0, or an error number. */
-static int start_thread(int fd, struct shared *sh)
-{
-    struct conn *c = calloc(1, sizeof *c);
-    int rc;
-
-    if (c == NULL)
-        return ENOMEM;
-    c->fd = fd;
-    c->sh = sh;
-    rc = pthread_create(&c->thread, NULL, serve, c);
-    if (rc != 0)
-        free(c);
-    return rc;
-}
-
 /* Accept one waiting connection and start its thread: 0, or -1 if none. */
 static int accept_one(int listener, struct shared *sh, size_t *live)
 {
-    int rc, fd = accept(listener, NULL, NULL);
+    struct conn *c;
+    int rc = ENOMEM, fd;
 
+    /* accept4 with no flags: on the BSDs accept() would pass the
+     * listener's O_NONBLOCK on to the connection. */
+    do
+        fd = accept4(listener, NULL, NULL, 0);
+    while (fd < 0 && errno == ECONNABORTED);    /* that client gave up */
     if (fd < 0)
         return -1;
-    rc = start_thread(fd, sh);
+    if ((c = calloc(1, sizeof *c)) != NULL) {
+        c->fd = fd;
+        c->sh = sh;
+        rc = pthread_create(&c->thread, NULL, serve, c);
+    }
     if (rc != 0) {
         fprintf(stderr, "no thread for a connection: %s\n", strerror(rc));
+        free(c);
         close(fd);
     } else {
         (*live)++;
@@ -300,66 +261,17 @@ static long parse_number(const char *arg, long max)
     return errno != 0 || end == arg || *end != '\0' || n < 0 || n > max ? -1 : n;
 }
 
-/*
- * close() of a listener resets the connections in its backlog, and the
- * kernel completes handshakes until the very close(): a client that
- * connects after the last accept() is let in, then reset.  A socket filter
- * that drops SYNs (Linux) stops new handshakes first; a client whose SYN
- * is dropped sends it again a second later and is refused.  The
- * handshakes already under way are waited for: take_in_backlog.
- */
-static void stop_new_handshakes(int fd)
-{
-    static struct sock_filter drop_syn[] = {
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),           /* the TCP flags */
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x02, 0, 1), /* SYN? */
-        BPF_STMT(BPF_RET | BPF_K, 0),                     /* drop it */
-        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),            /* keep the rest */
-    };
-    struct sock_fprog prog = { .len = 4, .filter = drop_syn };
-
-    /* Should it fail, the window stays open; nothing else changes. */
-    (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
-}
-
-/*
- * Take in the backlog, and the handshakes under way: a client counts
- * itself connected once our SYN-ACK reaches it, and may be sending its
- * request; if its last ACK came after our last accept(), close() would
- * reset it.  Count, then accept: once none is under way, none can start
- * (the filter), and every one that completed is in the backlog.  Some
- * 1.3 s at most: a lost SYN-ACK is sent again a second later, and
- * handshakes that never finish (a SYN flood) must not hold the exit.
- */
-static void take_in_backlog(int listener, struct shared *sh, size_t *live)
-{
-    for (int wait_ms = 5;; wait_ms *= 2) {
-        int under_way = handshakes_under_way(listener);
-        struct pollfd p = { .fd = listener, .events = POLLIN };
-
-        while (accept_one(listener, sh, live) == 0)
-            ;
-        if (under_way <= 0 || wait_ms > 640)
-            return;
-        /* Readable when one completes.  No event tells of one dropped, so
-         * count again after 5, 10, 20 ... 640 ms: each count walks the
-         * kernel's whole table of TCP sockets, a millisecond or more. */
-        (void)poll(&p, 1, wait_ms);
-    }
-}
-
 /* A listening TCP socket on 127.0.0.1:port, or -1. */
 static int listen_on(int port)
 {
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    /* Non-blocking, so the backlog can be emptied at shutdown. */
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    /* Non-blocking, so that the backlog can be emptied at shutdown. */
     int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, SOMAXCONN) != 0) {
+    if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+                    bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+                    listen(fd, SOMAXCONN) != 0)) {
         close(fd);
         return -1;
     }
@@ -403,47 +315,43 @@ int main(int argc, char **argv)
     sigemptyset(&stopset);
     sigaddset(&stopset, SIGINT);
     sigaddset(&stopset, SIGTERM);
-    /* 1. Before any thread exists: every thread inherits the blocked mask, so
+    /* Before any thread exists: every thread inherits the blocked mask, so
      * the kernel can deliver the signals only to main, inside ppoll().
      * pthread_sigmask cannot fail with a valid `how`. */
     pthread_sigmask(SIG_BLOCK, &stopset, &waitmask);
     sigdelset(&waitmask, SIGINT);       /* even if our parent blocked them */
     sigdelset(&waitmask, SIGTERM);
     fprintf(stderr, "listening on 127.0.0.1:%ld\n", port);
-    while (atomic_load(&signals_received) == 0) {  /* 3. until the handler counts one */
+    while (atomic_load(&signals_received) == 0) {
         struct pollfd p[2] = {
             { .fd = listener, .events = POLLIN },
             { .fd = reaper[0], .events = POLLIN },
         };
-        lesson_race_window();
-        /* 2. A signal that arrives after the check stays pending, and ppoll()
+        /* A signal that arrives after the check stays pending, and ppoll()
          * unblocks it and starts waiting in one atomic step: the pending
          * signal interrupts the wait the moment it begins. */
         int ready = ppoll(p, 2, NULL, &waitmask);
         take_pending_signal(&stopset);
-        if (ready < 1)
+        if (ready < 1 || atomic_load(&signals_received) > 0)
             continue;
         if (p[1].revents)
             live -= reap(&sh, reaper[0]);
         if (p[0].revents)
             accept_one(listener, &sh, &live);
     }
-    /* 4. Take in the backlog, then close the listener: clients that connected
-     * and sent a request before the signal are served, not reset, and new
-     * ones are refused at once instead of waiting where nobody will look.
-     * New SYNs are dropped first, and handshakes under way waited for:
-     * until close() the kernel goes on letting clients in, and close()
-     * would reset them. */
-    stop_new_handshakes(listener);
-    take_in_backlog(listener, &sh, &live);
+    /* Stop accepting: take in the backlog, then close the listener.  Clients
+     * that connected before the signal are served, not reset, and new ones
+     * are refused at once instead of waiting where nobody will look. */
+    while (accept_one(listener, &sh, &live) == 0)
+        ;
     close(listener);
-    /* 5. Drain: closing the write end makes the read end readable in every
+    /* Drain: closing the write end makes the read end readable in every
      * thread at once, and for good: a broadcast with no lock and no list.
-     * The flag first, so a thread the pipe wakes sees it. */
+     * The flag first, so that a thread the pipe wakes sees it. */
     atomic_store(&sh.draining, true);
     close(drain[1]);
-    /* 6. Join threads as they finish, until none are left, the grace deadline
-     * passes or a second signal comes (it makes ppoll fail with EINTR). */
+    /* Wait: join threads as they finish, until none is left, the grace
+     * deadline passes or a second signal comes (it interrupts ppoll). */
     long long deadline = now_ms() + grace * 1000;
     while (live > 0 && atomic_load(&signals_received) < 2 && now_ms() < deadline) {
         struct pollfd p = { .fd = reaper[0], .events = POLLIN };
@@ -451,8 +359,9 @@ int main(int argc, char **argv)
         struct timespec t = { (time_t)(left / 1000), (long)(left % 1000) * 1000000L };
         if (ppoll(&p, 1, &t, &waitmask) > 0)
             live -= reap(&sh, reaper[0]);
+        take_pending_signal(&stopset);
     }
-    /* 7. Force: every wait in every thread wakes, cuts its connection and
+    /* Force: every wait in every thread wakes, cuts its connection and
      * returns; join the rest.  Exit 1: work was cut. */
     if (live > 0) {
         status = 1;
@@ -463,5 +372,5 @@ int main(int argc, char **argv)
         if (poll(&p, 1, -1) > 0)
             live -= reap(&sh, reaper[0]);
     }
-    return status;                      /* 8. */
+    return status;                      /* exit */
 }
