@@ -132,7 +132,7 @@ def main():
         if not wrong:
             continue
         again = differences(demo, run([demo], 60)[0])
-        where = f"README.md:{demo.line} ({demo.heading})"
+        where = f"{os.path.basename(args.readme)}:{demo.line} ({demo.heading})"
         if again:
             failed += 1
             print(f"demos: {where} printed something else, twice:\n" + "\n".join(wrong)

@@ -1,7 +1,7 @@
 /*
- * handshakes.h - not HTTP and not the shutdown itself: one question step 4
- * asks the kernel.  Every stage links handshakes.c, the steps from 5a on
- * use it.
+ * handshakes.h - not HTTP and not the shutdown itself: the one question
+ * the advanced step A2 asks the kernel when it stops accepting.  Every
+ * stage links handshakes.c; the stages from A2 on use it.
  */
 #ifndef LESSON_HANDSHAKES_H
 #define LESSON_HANDSHAKES_H

@@ -1,9 +1,10 @@
 /*
  * minimal.c - the smallest thread-per-connection server whose Ctrl+C is
  * graceful: lesson/naive.c with the seven core steps of the README's
- * lesson applied (lesson/steps/01 to 07).  Its calls are all POSIX (ppoll,
- * pipe2 and accept4 since POSIX.1-2024): lift it whole into your own
- * server.  The HTTP is in lesson/http.c.
+ * lesson applied (lesson/steps/01 to 07).  Nothing in it is Linux-only:
+ * its calls are POSIX (ppoll, pipe2 and accept4 since POSIX.1-2024), and
+ * MSG_DONTWAIT, which Linux and the BSDs share.  Lift it whole into your
+ * own server.  The HTTP is in lesson/http.c.
  *
  * The shutdown, in the order main() runs it:
  *   stop accepting  take in the backlog, then close the listener;
