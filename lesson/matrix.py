@@ -170,132 +170,122 @@ def read_response(sock):
     return True
 
 
-def probe_lost_wakeup(window_binary):
-    """Step 2: signalled at once, in the widened gap before the first wait."""
+def three_runs(command, one_run, passed, env=None):
+    """Start command three times, each time until it listens, and run
+    one_run(stage) on it: None if that run passed, else what the client saw."""
     for run in range(3):
-        st = start(window_binary)
+        st = start(command, env)
         try:
-            st.proc.send_signal(signal.SIGINT)
-            if not st.exited_within(2.0):
-                return "FAIL", f"no exit within 2 s (run {run + 1})"
-            if st.proc.returncode != 0:
-                return "FAIL", f"status {st.proc.returncode} (run {run + 1})"
+            failure = one_run(st)
         finally:
             st.kill()
-    return "PASS", "3 of 3 exited"
+        if failure:
+            return "FAIL", f"{failure} (run {run + 1})"
+    return "PASS", passed
+
+
+def probe_lost_wakeup(window_binary):
+    """Step 2: signalled at once, in the widened gap before the first wait."""
+    def one_run(st):
+        st.proc.send_signal(signal.SIGINT)
+        if not st.exited_within(2.0):
+            return "no exit within 2 s"
+        return f"status {st.proc.returncode}" if st.proc.returncode != 0 else None
+    return three_runs(window_binary, one_run, "3 of 3 exited")
 
 
 def probe_signal_to_main(window_binary):
     """Step 2: signalled right after a request, its connection still open."""
-    for run in range(3):
-        st = start(window_binary)
-        try:
-            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-                s.sendall(request(st.port))
-                if not read_response(s):
-                    return "FAIL", "no response before the signal"
-                st.proc.send_signal(signal.SIGINT)
-                time.sleep(0.5)     # a client that leaves after a while
-            if not st.exited_within(3.0):
-                return "FAIL", f"no exit within 3.5 s (run {run + 1})"
-        finally:
-            st.kill()
-    return "PASS", "3 of 3 exited"
+    def one_run(st):
+        with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
+            s.sendall(request(st.port))
+            if not read_response(s):
+                return "no response before the signal"
+            st.proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)     # a client that leaves after a while
+        return None if st.exited_within(3.0) else "no exit within 3.5 s"
+    return three_runs(window_binary, one_run, "3 of 3 exited")
 
 
 def probe_listener_close(window_binary):
     """Step A1: a client connects inside the widened gap before close(listener)."""
-    # ./server's race build opens this window only when asked to.
-    env = {"GRACEFUL_RACE_CLOSE": "1"}
-    for run in range(3):
-        st = start(window_binary, env)
-        try:
-            st.proc.send_signal(signal.SIGINT)
-            if not st.wait_for_line(b"race window open: close", 6.0):
-                return "FAIL", f"the listener not closed within 6 s (run {run + 1})"
-            with socket.socket() as s:
-                # A dropped SYN is sent again after 1 s, then 3 s.
-                s.settimeout(8)
+    def one_run(st):
+        st.proc.send_signal(signal.SIGINT)
+        if not st.wait_for_line(b"race window open: close", 6.0):
+            return "the listener not closed within 6 s"
+        with socket.socket() as s:
+            s.settimeout(8)     # a dropped SYN is sent again after 1 s, then 3 s
+            try:
+                s.connect(("127.0.0.1", st.port))
+            except ConnectionRefusedError:
+                pass            # refused: any client may retry that
+            else:
+                s.sendall(request(st.port, close=True))
                 try:
-                    s.connect(("127.0.0.1", st.port))
-                except ConnectionRefusedError:
-                    pass        # refused: any client may retry that
-                else:
-                    s.sendall(request(st.port, close=True))
-                    try:
-                        if not read_response(s):
-                            return "FAIL", f"let in, then closed unanswered (run {run + 1})"
-                    except ConnectionResetError:
-                        return "FAIL", f"let in, then reset with its request sent (run {run + 1})"
-            if not st.exited_within(5.0):
-                return "FAIL", f"no exit within 5 s (run {run + 1})"
-        finally:
-            st.kill()
-    return "PASS", "3 of 3 refused or served, none reset"
-
-
-def probe_first_request(binary):
-    """Step A4: a new connection whose request comes 150 ms after the signal."""
-    for run in range(3):
-        st = start(binary)
-        try:
-            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-                st.proc.send_signal(signal.SIGINT)
-                s.settimeout(0.15)
-                try:
-                    early = s.recv(4096)
-                    return "FAIL", (f"closed before its first request (run {run + 1})" if not early
-                                    else f"sent {early[:40]!r} unasked (run {run + 1})")
-                except socket.timeout:
-                    pass        # nothing for 150 ms: the connection is still ours
+                    if not read_response(s):
+                        return "let in, then closed unanswered"
                 except ConnectionResetError:
-                    return "FAIL", f"reset before its first request (run {run + 1})"
-                s.settimeout(5)
-                s.sendall(request(st.port))
-                reply = b""
-                try:
-                    while chunk := s.recv(4096):
-                        reply += chunk
-                except (ConnectionResetError, socket.timeout) as e:
-                    return "FAIL", f"{type(e).__name__} after {len(reply)} bytes (run {run + 1})"
-                if not reply.startswith(b"HTTP/1.1 200"):
-                    return "FAIL", f"no 200: {reply[:40]!r} (run {run + 1})"
-                if not re.search(rb"(?i)\r\nconnection: *close\r\n", reply):
-                    return "FAIL", f"served, but not with Connection: close (run {run + 1})"
-            if not st.exited_within(5.0) or st.proc.returncode != 0:
-                return "FAIL", f"no exit 0 within 5 s (run {run + 1})"
-        finally:
-            st.kill()
-    return "PASS", "3 of 3 served, with Connection: close"
+                    return "let in, then reset with its request sent"
+        return None if st.exited_within(5.0) else "no exit within 5 s"
+    # ./server's race build opens this window only when asked to.
+    return three_runs(window_binary, one_run, "3 of 3 refused or served, none reset",
+                      {"GRACEFUL_RACE_CLOSE": "1"})
 
 
 def probe_idle_close(window_binary):
     """Step A3: a request sent inside the widened gap before an idle close."""
+    def one_run(st):
+        with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
+            s.sendall(request(st.port))
+            if not read_response(s):
+                return "no response before the signal"
+            st.proc.send_signal(signal.SIGINT)
+            if not st.wait_for_line(b"race window open: idle-close", 4.0):
+                return "the idle connection not closed within 4 s"
+            s.sendall(request(st.port))
+            try:
+                # A response (Connection: close) or EOF is clean; after EOF
+                # a client retries.  A reset is not.
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                return "the request sent as it closed was reset"
+        return None if st.exited_within(5.0) else "no exit within 5 s"
     # ./server's race build opens this window only when asked to.
-    env = {"GRACEFUL_RACE_IDLE_CLOSE": "1"}
-    for run in range(3):
-        st = start(window_binary, env)
-        try:
-            with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
-                s.sendall(request(st.port))
-                if not read_response(s):
-                    return "FAIL", "no response before the signal"
-                st.proc.send_signal(signal.SIGINT)
-                if not st.wait_for_line(b"race window open: idle-close", 4.0):
-                    return "FAIL", f"the idle connection not closed within 4 s (run {run + 1})"
-                s.sendall(request(st.port))
-                try:
-                    # A response (Connection: close) or EOF is clean; after
-                    # EOF a client retries.  A reset is not.
-                    while s.recv(4096):
-                        pass
-                except ConnectionResetError:
-                    return "FAIL", f"the request sent as it closed was reset (run {run + 1})"
-            if not st.exited_within(5.0):
-                return "FAIL", f"no exit within 5 s (run {run + 1})"
-        finally:
-            st.kill()
-    return "PASS", "3 of 3 met a FIN, not a reset"
+    return three_runs(window_binary, one_run, "3 of 3 met a FIN, not a reset",
+                      {"GRACEFUL_RACE_IDLE_CLOSE": "1"})
+
+
+def probe_first_request(binary):
+    """Step A4: a new connection whose request comes 150 ms after the signal."""
+    def one_run(st):
+        with socket.create_connection(("127.0.0.1", st.port), timeout=5) as s:
+            st.proc.send_signal(signal.SIGINT)
+            s.settimeout(0.15)
+            try:
+                early = s.recv(4096)
+                return ("closed before its first request" if not early
+                        else f"sent {early[:40]!r} unasked")
+            except socket.timeout:
+                pass            # nothing for 150 ms: the connection is still ours
+            except ConnectionResetError:
+                return "reset before its first request"
+            s.settimeout(5)
+            s.sendall(request(st.port))
+            reply = b""
+            try:
+                while chunk := s.recv(4096):
+                    reply += chunk
+            except (ConnectionResetError, socket.timeout) as e:
+                return f"{type(e).__name__} after {len(reply)} bytes"
+            if not reply.startswith(b"HTTP/1.1 200"):
+                return f"no 200: {reply[:40]!r}"
+            if not re.search(rb"(?i)\r\nconnection: *close\r\n", reply):
+                return "served, but not with Connection: close"
+        if not st.exited_within(5.0) or st.proc.returncode != 0:
+            return "no exit 0 within 5 s"
+        return None
+    return three_runs(binary, one_run, "3 of 3 served, with Connection: close")
 
 
 # The lesson's rows: each probe, and whether it runs on the window build.
