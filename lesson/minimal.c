@@ -2,9 +2,10 @@
  * minimal.c - the smallest thread-per-connection server whose Ctrl+C is
  * graceful: lesson/naive.c with the seven core steps of the README's
  * lesson applied (lesson/steps/01 to 07).  Nothing in it is Linux-only:
- * its calls are POSIX (ppoll, pipe2 and accept4 since POSIX.1-2024), and
- * MSG_DONTWAIT, which Linux and the BSDs share.  Lift it whole into your
- * own server.  The HTTP is in lesson/http.c.
+ * Linux and the BSDs have every call it makes (ppoll, pipe2 and accept4
+ * are POSIX since 2024; macOS lacks them, and sigtimedwait).  Lift it into
+ * your own server: the README's lesson ends with what to change.  The HTTP
+ * is in lesson/http.c.
  *
  * The shutdown, in the order main() runs it:
  *   stop accepting  take in the backlog, then close the listener;
