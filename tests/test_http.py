@@ -212,6 +212,29 @@ def test_http10_keep_alive(server):
             assert "keep-alive" in r.connection_tokens()
 
 
+def test_http10_keep_alive_and_close_together_closes(server):
+    """HTTP/1.0 with Connection: keep-alive, close -> close wins (RFC 9112
+    9.3): the response says close and the server closes after it."""
+    with server.connect() as c:
+        r = c.request("GET", "/", version="HTTP/1.0",
+                      headers={"Connection": "keep-alive, close"})
+        assert r.status == 200
+        assert "keep-alive" not in r.connection_tokens()
+        assert c.expect_eof(2.0) == "eof"
+
+
+@pytest.mark.parametrize("target", ["/nope", "/files/missing"])
+def test_head_error_has_no_body_and_pipelining_stays_in_step(server, target):
+    """HEAD that gets an error: the same head as GET, no body (RFC 9110
+    9.3.2), so the next pipelined response starts right after that head."""
+    with server.connect() as c:
+        c.send(build_request("HEAD", target) + build_request("GET", "/"))
+        r = c.read_response("HEAD")
+        assert r.status >= 400 and int(r.header("content-length")) > 0
+        nxt = c.read_response("GET")    # fails on a body's bytes as a status line
+        assert nxt.status == 200 and nxt.body.startswith(b"graceful")
+
+
 def test_pipelined_requests_answered_in_order(server):
     """Several requests in one write are answered in order."""
     batch = (build_request("GET", "/sleep?ms=100")

@@ -79,6 +79,19 @@ def test_trickled_next_request_on_keepalive_gets_408(start_server):
     assert 0.8 <= answered <= bound(3.0), answered
 
 
+def test_next_request_in_two_pieces_after_a_long_idle_is_served(start_server):
+    """--header-timeout 1: the head's clock starts at its first byte, not at
+    the end of the last response.  After 1.5 s idle, a head sent in two
+    pieces 0.3 s apart is answered 200, not 408 at once."""
+    srv = start_server("--header-timeout", "1")
+    with warm_conn(srv, timeout=10) as c:
+        assert c.expect_eof(1.5) == "timeout", "idle keep-alive closed by the header timeout"
+        c.send(b"GET / HTTP/1.1\r\n")
+        assert c.expect_eof(0.3) == "timeout", "answered half a head"
+        c.send(b"Host: x\r\n\r\n")
+        assert c.read_response().status == 200
+
+
 def test_silent_connection_closed_after_header_timeout(start_server):
     """--header-timeout 1: a connection that sends nothing is closed silently (EOF, no bytes) after ~1 s."""
     srv = start_server("--header-timeout", "1")

@@ -143,6 +143,19 @@ def test_unsatisfiable_range_is_416(filed, spec):
     assert r.header("content-range") == f"bytes */{len(DATA)}"
 
 
+def test_416_keeps_the_connection_open(filed):
+    """A 416 is an answer like any other: the keep-alive connection stays
+    open, and requests pipelined behind it are served."""
+    with filed.connect() as c:
+        c.send(build_request("GET", "/files/f", headers={"Range": "bytes=99999-"})
+               + build_request("GET", "/"))
+        r = c.read_response()
+        assert_error(r, 416)
+        assert "close" not in r.connection_tokens()
+        assert c.read_response().status == 200
+        assert c.request("GET", "/files/f").status == 200    # still open
+
+
 @pytest.mark.parametrize("spec", ["bytes=0-1,5-6", "bytes=5-1", "items=0-1", "bytes=a-b",
                                   "bytes=", "bytes=1-2-3", "bytes= 1-2"],
                          ids=["multi", "reversed", "unit", "letters", "empty", "junk", "space"])

@@ -466,6 +466,28 @@ def test_socket_activation_leaves_the_socket_listening_for_the_next_instance(tmp
             assert read_to_eof(waiting).startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.parametrize("fds", ["2", "0", "x"])
+def test_socket_activation_with_other_than_one_socket_refuses_to_start(tmp_path, fds):
+    """LISTEN_FDS=2 (two sockets: which would we serve?), 0 or garbage, with
+    LISTEN_PID ours: the server says so in one line and exits 1, serving
+    neither descriptor 3 nor its own --port."""
+    first, second = listening_socket(), listening_socket()
+
+    def as_fds_3_and_4():
+        os.dup2(first.fileno(), 3)
+        os.dup2(second.fileno(), 4)
+    script = f'LISTEN_PID=$$ LISTEN_FDS={fds} exec "$0" "$@"'
+    proc = subprocess.run(["sh", "-c", script, SERVER_BIN, "--host", HOST, "--port", "0",
+                           "--data-dir", str(tmp_path / "data")],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          preexec_fn=as_fds_3_and_4, close_fds=False, timeout=bound(10))
+    first.close()
+    second.close()
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert f"server: LISTEN_FDS={fds}: want exactly one listening socket" in proc.stderr
+    assert "listening on" not in proc.stderr, proc.stderr
+
+
 def test_socket_activation_ignores_variables_for_another_pid(tmp_path):
     """LISTEN_PID naming another process: the variables are not ours, so the
     server binds its own --port as usual."""

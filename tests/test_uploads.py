@@ -103,6 +103,25 @@ def test_body_over_max_body_is_413_before_reading(start_server):
     assert put(srv, "fits", b"y" * 1000).status == 201
 
 
+@pytest.mark.parametrize("method, target, ok", [("POST", "/", 200), ("PUT", "/files/b", 201)])
+def test_max_body_boundary(start_server, method, target, ok):
+    """--max-body 10: a body of exactly 10 bytes is read and answered (POST /
+    reads and discards it), 11 bytes get 413; with either framing."""
+    srv = start_server("--max-body", "10")
+    for framing in ("length", "chunked"):
+        for size, status in ((10, ok), (11, 413)):
+            body = b"x" * size
+            where = f"{target}-{framing}" if method == "PUT" else target   # each PUT new: 201
+            with srv.connect() as c:
+                if framing == "length":
+                    c.send(build_request(method, where, body=body))
+                else:
+                    c.send(build_request(method, where, headers={"Transfer-Encoding": "chunked"})
+                           + b"%x\r\n%s\r\n0\r\n\r\n" % (size, body))
+                r = c.read_response(timeout=bound(3))
+            assert r.status == status, (framing, size, r.status)
+
+
 def test_413_with_expect_continue_sends_no_100(start_server):
     """Too-large body with Expect: 100-continue -> 413 and no 100 Continue."""
     srv = start_server("--max-body", "10")
