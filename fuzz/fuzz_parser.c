@@ -7,7 +7,7 @@
  * than the head limit.  Feeding the same bytes in two pieces must give the
  * same verdict as feeding them whole (the server re-parses as bytes arrive).
  */
-#include "../handler.h"
+#include "../http/parse.h"
 
 #include <stdint.h>
 #include <stdlib.h>
