@@ -44,9 +44,19 @@ server: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
 # The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
-# targets below run the very same tests against their own builds.
-test: server server-race test-deps
+# targets below run the very same tests against their own builds.  The unit
+# test of http/ comes first: it takes a fraction of a second and names the
+# broken rule, where pytest would only see a wrong status.
+test: unit server server-race test-deps
 	$(PYTHON) -m pytest -q tests
+
+# http/test.c: the table-driven, in-process test of http/ (no server, no
+# sockets); prints "N passed, 0 failed" and exits 1 on any failure.
+http/test: http/test.c $(HTTP_SRCS) $(HTTP_HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ http/test.c $(HTTP_SRCS) $(LDFLAGS)
+
+unit: http/test
+	./http/test
 
 server-race: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
@@ -98,9 +108,9 @@ memcheck: server test-deps
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c \
+	    --inline-suppr -D_GNU_SOURCE $(SRCS) http/test.c fuzz/fuzz_parser.c fuzz/fuzz_chunked.c \
 	    bench/floor.c
-	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
+	clang-tidy --quiet $(SRCS) http/test.c bench/floor.c -- -std=c11
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	    --inline-suppr -D_GNU_SOURCE -Ilesson $(LESSON_SRCS)
 	clang-tidy --quiet $(LESSON_SRCS) -- -std=c11 -Ilesson

@@ -31,7 +31,7 @@ struct http_chunked {
 
 /* Most hex digits in a chunk size, leading zeros included (2^64 - 1). */
 #define HTTP_CHUNK_SIZE_DIGITS 16
-/* Longest chunk-size line (size and extensions, without CRLF). */
+/* Longest chunk-size line: size and extensions, and the CR that ends it. */
 #define HTTP_CHUNK_LINE_MAX 1024
 
 /* Start decoding a new body, of at most max_body decoded bytes (0 when
