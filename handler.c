@@ -479,10 +479,10 @@ static enum recv_result recv_more(struct conn *c, bool *parse)
     for (;;) {
         ssize_t n = recv(c->fd, c->buf + c->len, HTTP_HEAD_MAX - c->len, MSG_DONTWAIT);
         if (n > 0) {
-            /* Re-parse only when a line may have completed, or while the
+            /* Parse only when a line may have completed, or while the
              * request line is incomplete (to reject garbage early): a
-             * client trickling one byte at a time must not cost a full
-             * parse per byte. */
+             * client trickling one byte at a time must not cost a parse
+             * per byte (even a resumed one scans the unfinished line). */
             *parse = memchr(c->buf + c->len, '\n', (size_t)n) != NULL ||
                      memchr(c->buf, '\n', c->len) == NULL ||
                      c->len + (size_t)n == HTTP_HEAD_MAX;
@@ -507,6 +507,7 @@ static enum head_result read_head(struct conn *c, bool first,
 {
     long long deadline = -1;
     bool parse = c->len > 0;    /* pipelined bytes from the last request */
+    size_t parsed_len = 0;      /* c->len at the last parse: the next resumes */
     /*
      * After a response the client must read it before it sends its next
      * request, so a recv() at once almost always fails with EAGAIN: a
@@ -519,11 +520,15 @@ static enum head_result read_head(struct conn *c, bool first,
         deadline = now_ms() + c->env->header_timeout_ms;
     for (;;) {
         if (parse) {
-            enum http_parse_result r = http_parse_request(c->buf, c->len, req, status);
+            /* Lines complete at the last parse are not parsed again:
+             * c->buf only grows until the head is complete. */
+            enum http_parse_result r = http_parse_request_resume(c->buf, c->len, parsed_len,
+                                                                 req, status);
             if (r == HTTP_PARSE_DONE)
                 return HEAD_OK;
             if (r == HTTP_PARSE_ERROR)
                 return HEAD_ERROR;
+            parsed_len = c->len;
         }
         bool idle = c->len == 0;
         if (!idle && deadline < 0)

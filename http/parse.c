@@ -331,15 +331,31 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
                                           struct http_request *req,
                                           int *status)
 {
+    return http_parse_request_resume(buf, len, 0, req, status);
+}
+
+enum http_parse_result http_parse_request_resume(const char *buf, size_t len,
+                                                 size_t last_len,
+                                                 struct http_request *req,
+                                                 int *status)
+{
     size_t pos = 0;
     int headers = 0;
     bool have_request_line = false;
 
-    memset(req, 0, sizeof *req);
-    req->content_length = -1;
+    if (last_len == 0) {
+        memset(req, 0, sizeof *req);
+        req->content_length = -1;
+    } else {
+        /* The lines before resume_pos were complete last time, and
+         * judged: what they said is in *req already. */
+        pos = req->resume_pos;
+        headers = req->resume_fields;
+        have_request_line = req->resume_past_request_line;
+    }
 
     /* RFC 9112 2.2: ignore empty lines before the request line. */
-    while (pos + 2 <= len && buf[pos] == '\r' && buf[pos + 1] == '\n')
+    while (!have_request_line && pos + 2 <= len && buf[pos] == '\r' && buf[pos + 1] == '\n')
         pos += 2;
 
     for (;;) {
@@ -358,6 +374,9 @@ enum http_parse_result http_parse_request(const char *buf, size_t len,
             }
             if (len >= HTTP_HEAD_MAX)
                 return parse_error(status, have_request_line ? 431 : 414);
+            req->resume_pos = pos;
+            req->resume_fields = headers;
+            req->resume_past_request_line = have_request_line;
             return HTTP_PARSE_PARTIAL;
         }
         /* Lines end in CRLF; a bare LF is rejected rather than guessed at. */

@@ -43,6 +43,14 @@ struct http_request {
     const char *if_range;
     size_t if_range_len;
     size_t head_len;        /* bytes of the head, including the blank line */
+    /*
+     * The parser's own, for http_parse_request_resume: after PARTIAL,
+     * where the first line not yet complete starts, the header fields
+     * before it, and whether the request line was among them.
+     */
+    size_t resume_pos;
+    int resume_fields;
+    bool resume_past_request_line;
 };
 
 enum http_parse_result {
@@ -70,6 +78,20 @@ enum http_parse_result {
 enum http_parse_result http_parse_request(const char *buf, size_t len,
                                           struct http_request *req,
                                           int *status);
+
+/*
+ * The same, resumed: when last_len is not 0, buf[0..last_len) was parsed by
+ * the previous call, which returned HTTP_PARSE_PARTIAL into this same *req,
+ * and buf has only grown since.  The lines that call found complete are not
+ * parsed again, so a head arriving a line at a time costs one parse of
+ * each line instead of one of the whole head per line (picohttpparser's
+ * last_len, which only saves the search for the blank line).  last_len 0 is
+ * http_parse_request.  Same results, byte for byte.
+ */
+enum http_parse_result http_parse_request_resume(const char *buf, size_t len,
+                                                 size_t last_len,
+                                                 struct http_request *req,
+                                                 int *status);
 
 /*
  * The character classes and the number grammar that the chunk decoder

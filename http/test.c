@@ -8,8 +8,9 @@
  * read past the end shows under ASan or valgrind.  Beyond each row's
  * verdict, two promises are checked on every row:
  *   - the head parser decides on bytes already seen: every prefix of an
- *     input gives PARTIAL, or the very error the whole input gives (the
- *     server re-parses as bytes arrive);
+ *     input gives PARTIAL, or the very error the whole input gives, and
+ *     the input fed byte by byte, each parse resuming the last, gives what
+ *     the whole input gives (the server parses as bytes arrive);
  *   - the chunk decoder is incremental: the input in one piece, byte by
  *     byte, and cut in two at every place gives the same verdict, status,
  *     decoded bytes and end.
@@ -221,6 +222,19 @@ static void test_parse_case(const struct parse_case *c, size_t n)
             snprintf(detail, sizeof detail, "a prefix of %zu bytes gave %d/%d", k, (int)p, status);
     }
     check(prefixes_ok, __LINE__, c->rule, prefixes_ok ? "" : detail);
+    /* Byte by byte, resumed: the same outcome as whole (handler.c's
+     * read_head resumes as bytes arrive). */
+    char *buf = exact_copy(c->input, n);
+    size_t last = 0;
+    enum http_parse_result p = HTTP_PARSE_PARTIAL;
+    for (size_t k = 1; k <= n && p == HTTP_PARSE_PARTIAL; k++) {
+        p = http_parse_request_resume(buf, k, last, &req, &status);
+        last = k;
+    }
+    snprintf(detail, sizeof detail, "resumed byte by byte: got %d/%d", (int)p, status);
+    check(p == r && (p != HTTP_PARSE_ERROR || status == c->status) &&
+          (p != HTTP_PARSE_DONE || req.head_len == n), __LINE__, c->rule, detail);
+    free(buf);
 }
 
 /* A head of `fields` header lines "X-N: v", each of value_len bytes. */
