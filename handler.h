@@ -60,13 +60,8 @@ void conn_serve(int fd, const struct conn_env *env);
  */
 void conn_reject_busy(int fd);
 
-/*
- * Remove temporary upload files (".upload-PID-FD", "-N" added on a name clash) left in the data
- * directory by servers that no longer run (killed with SIGKILL, or a crash:
- * every orderly path removes its own).  A file is a leftover when nobody
- * holds its lock; see upload_temp_create.  Returns how many it removed.
- */
-int uploads_remove_stale(int data_dir_fd);
+/* uploads_remove_stale(data_dir_fd), which server.c calls at start-up. */
+#include "uploads.h"
 
 /*
  * The log: one line per event on stderr, for operators and tests to match.
