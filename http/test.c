@@ -637,6 +637,9 @@ static const struct cond_case cond_cases[] = {
       "If-None-Match: 42-1000-784111777000000005\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
     { "If-None-Match sent twice never matches",
       "If-None-Match: " ETAG "\r\nIf-None-Match: " ETAG "\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
+    { "If-Modified-Since sent twice never matches",
+      "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+      "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
     { "If-Modified-Since: the file's own date is 304",
       "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n", false, HTTP_ANSWER_NOT_MODIFIED, 0,
       1000 },
@@ -684,6 +687,9 @@ static const struct cond_case cond_cases[] = {
     { "If-Range with another date: 200",
       "Range: bytes=0-9\r\nIf-Range: Sun, 06 Nov 1994 08:49:38 GMT\r\n", false, HTTP_ANSWER_FULL,
       0, 1000 },
+    { "If-Range sent twice never matches",
+      "Range: bytes=0-9\r\nIf-Range: " ETAG "\r\nIf-Range: " ETAG "\r\n", false,
+      HTTP_ANSWER_FULL, 0, 1000 },
     { "304 comes before the range", "If-None-Match: *\r\nRange: bytes=0-9\r\n", false,
       HTTP_ANSWER_NOT_MODIFIED, 0, 1000 },
 };
