@@ -1,5 +1,8 @@
 /*
  * handler.c - one connection: read requests, route them, write responses.
+ * What the bytes mean (the parser, the chunk decoder, dates, conditions,
+ * routes, response heads) is decided in http/, which never sees a socket;
+ * this file owns the socket, the files and the waits.
  *
  * A connection thread spends its life waiting: for the next request, for the
  * rest of a body, for room in the send buffer, for a /sleep to end.  Every
