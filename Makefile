@@ -12,7 +12,15 @@ WARNINGS = -std=c11 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion \
            -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
-SRCS = server.c handler.c
+# The socket-free protocol code (http/): the request parser, the chunk
+# decoder, dates, conditional and range requests, response heads, routes,
+# the text builder.  The fuzzers and the unit test link these alone, so a
+# socket call slipping in here fails to link there.
+HTTP_SRCS = http/chunked.c http/conditional.c http/date.c http/parse.c \
+            http/response.c http/route.c http/text.c
+HTTP_HDRS = $(HTTP_SRCS:.c=.h)
+SRCS = server.c handler.c uploads.c $(HTTP_SRCS)
+HDRS = handler.h uploads.h $(HTTP_HDRS)
 
 # The test-only build that widens two microsecond race windows (see
 # race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.
@@ -27,20 +35,30 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
         clean gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
 
-server: $(SRCS) handler.h
+server: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
 # The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
-# targets below run the very same tests against their own builds.
-test: server server-race test-deps
+# targets below run the very same tests against their own builds.  The unit
+# test of http/ comes first: it takes a fraction of a second and names the
+# broken rule, where pytest would only see a wrong status.
+test: unit server server-race test-deps
 	$(PYTHON) -m pytest -q tests
 
-server-race: $(SRCS) handler.h
+# http/test.c: the table-driven, in-process test of http/ (no server, no
+# sockets); prints "N passed, 0 failed" and exits 1 on any failure.
+http/test: http/test.c $(HTTP_SRCS) $(HTTP_HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ http/test.c $(HTTP_SRCS) $(LDFLAGS)
+
+unit: http/test
+	./http/test
+
+server-race: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
 # Each fix taken out again (tests/mutants/*.patch), one at a time, on a
@@ -51,18 +69,18 @@ mutants: test-deps
 test-deps:
 	@sh tests/install-deps.sh $(PYTHON)
 
-server-asan: $(SRCS) handler.h
+server-asan: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
 
-server-tsan: $(SRCS) handler.h
+server-tsan: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
-server-asan-race: $(SRCS) handler.h
+server-asan-race: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
 
-server-tsan-race: $(SRCS) handler.h
+server-tsan-race: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
 # Reports go to files, not just stderr: a report from a server that a test
@@ -90,8 +108,9 @@ memcheck: server test-deps
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
-	    --inline-suppr -D_GNU_SOURCE $(SRCS) fuzz/fuzz_parser.c fuzz/fuzz_chunked.c bench/floor.c
-	clang-tidy --quiet $(SRCS) bench/floor.c -- -std=c11
+	    --inline-suppr -D_GNU_SOURCE $(SRCS) http/test.c fuzz/fuzz_parser.c fuzz/fuzz_chunked.c \
+	    bench/floor.c
+	clang-tidy --quiet $(SRCS) http/test.c bench/floor.c -- -std=c11
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,style,performance,portability \
 	    --inline-suppr -D_GNU_SOURCE -Ilesson $(LESSON_SRCS)
 	clang-tidy --quiet $(LESSON_SRCS) -- -std=c11 -Ilesson
@@ -99,9 +118,10 @@ lint:
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
 # -max_len above HTTP_HEAD_MAX (16 KiB) so the 414/431 paths are reached.
-fuzz/fuzz_parser: fuzz/fuzz_parser.c handler.c handler.h
+# It links http/parse.c and nothing else: the parser needs no sockets.
+fuzz/fuzz_parser: fuzz/fuzz_parser.c http/parse.c http/parse.h
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_parser.c handler.c
+	    -fno-sanitize-recover=all -o $@ fuzz/fuzz_parser.c http/parse.c
 
 fuzz: fuzz/fuzz_parser
 	mkdir -p fuzz/.corpus
@@ -110,9 +130,10 @@ fuzz: fuzz/fuzz_parser
 
 # libFuzzer on the chunk decoder: `make fuzz-chunked FUZZ_SECONDS=1800`.
 # -max_len above HTTP_HEAD_MAX so the 431 trailer limit is reached.
-fuzz/fuzz_chunked: fuzz/fuzz_chunked.c handler.c handler.h
+# It links http/chunked.c and the character classes of http/parse.c only.
+fuzz/fuzz_chunked: fuzz/fuzz_chunked.c http/chunked.c http/chunked.h http/parse.c http/parse.h
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_chunked.c handler.c
+	    -fno-sanitize-recover=all -o $@ fuzz/fuzz_chunked.c http/chunked.c http/parse.c
 
 fuzz-chunked: fuzz/fuzz_chunked
 	mkdir -p fuzz/.corpus-chunked
@@ -158,6 +179,6 @@ bench-quick: server
 
 clean:
 	rm -f server server-race server-asan server-tsan server-asan-race server-tsan-race \
-	    fuzz/fuzz_parser fuzz/fuzz_chunked
+	    fuzz/fuzz_parser fuzz/fuzz_chunked http/test
 	rm -rf tests/__pycache__ .pytest_cache $(SANITIZER_LOGS) fuzz/.corpus fuzz/.corpus-chunked \
 	    $(LESSON_BUILD) lesson/__pycache__

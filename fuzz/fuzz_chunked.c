@@ -13,7 +13,7 @@
  *     output is never longer than the input, the total never passes the
  *     limit, and an ERROR carries 400, 413 or 431.
  */
-#include "../handler.h"
+#include "../http/chunked.h"
 
 #include <stdint.h>
 #include <stdlib.h>
