@@ -35,7 +35,7 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants mutants-sweep \
         clean gracecheck gracecheck-peers lesson lesson-stages
 
 all: server
@@ -65,6 +65,14 @@ server-race: $(SRCS) $(HDRS)
 # copy of the tree: the tests named in each patch must fail.
 mutants: test-deps
 	$(PYTHON) tests/mutants/run.py
+
+# The same idea, by rule instead of by hand: tests/mutants/sweep.py makes
+# every small change of a handful of operators to http/*.c and to the
+# shutdown path of server.c, runs the fastest tests that can see each, and
+# lists the survivors (docs/mutation-sweep.md).  SWEEP_ARGS narrows it, e.g.
+# SWEEP_ARGS='--target http --sample 60 --seed 1', as CI does.
+mutants-sweep: test-deps
+	$(PYTHON) tests/mutants/sweep.py $(SWEEP_ARGS)
 
 test-deps:
 	@sh tests/install-deps.sh $(PYTHON)
