@@ -37,8 +37,24 @@ server: $(SRCS) handler.h
 
 # The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
 # targets below run the very same tests against their own builds.
+# Most of the suite's time is waiting (for deadlines, timeouts, signals),
+# not CPU, and every test has its own server, port and directory, so
+# $(call run_suite,N) runs the tests N at once on pytest-xdist workers
+# (python3-pytest-xdist), a worker starting the longest ones first.  The
+# tests marked serial must run alone (they measure CPU use, or load the
+# machine heavily, or use fixed ports: tests/conftest.py): they run next,
+# in a second pytest run with nothing beside them.  Both runs always run;
+# either one failing fails the target.  One worker per core would leave the
+# cores idle while tests wait; more than 4 adds workers' start-up and load
+# that timing bounds then feel.
+TEST_JOBS ?= 4
+run_suite = status=0; \
+	$(PYTHON) -m pytest -q -n $(1) -m 'not serial' tests || status=1; \
+	$(PYTHON) -m pytest -q -m serial tests || status=1; \
+	exit $$status
+
 test: server server-race test-deps
-	$(PYTHON) -m pytest -q tests
+	$(call run_suite,$(TEST_JOBS))
 
 server-race: $(SRCS) handler.h
 	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread

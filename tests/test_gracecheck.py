@@ -81,6 +81,7 @@ def alive(pid):
 # --------------------------------------------------------------------------
 # good servers pass
 
+@pytest.mark.slow(16)
 def test_server_passes_every_check(tmp_path):
     require_binary()
     proc, results = gracecheck(
@@ -92,6 +93,7 @@ def test_server_passes_every_check(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow(18)
 @fixture_test
 def test_fixture_without_flaws_passes_every_check(tmp_path):
     proc, results = gracecheck(tmp_path, [*SLOW, "--grace", "1", "--repeat", "1"], fixture())
@@ -131,6 +133,7 @@ def test_every_check_has_a_flaw_that_fails_it():
     assert covered == set(ALL_CHECKS)
 
 
+@pytest.mark.slow(3)
 @fixture_test
 @pytest.mark.parametrize("flaw,checks", FLAW_FAILS, ids=[f for f, _ in FLAW_FAILS])
 def test_flaw_fails_its_checks(tmp_path, flaw, checks):
@@ -162,6 +165,7 @@ def test_checks_needing_slow_work_say_na_without_slow(tmp_path):
 # --------------------------------------------------------------------------
 # the tool never leaves a process behind
 
+@pytest.mark.slow(5)
 @fixture_test
 def test_a_hanging_server_is_killed_within_the_bound(tmp_path):
     """A server that ignores the signal fails idle-exit as a hang: it is
