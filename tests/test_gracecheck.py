@@ -198,10 +198,14 @@ def test_children_of_the_server_are_killed(tmp_path):
 def test_interrupting_the_tool_kills_the_server(tmp_path, sig):
     """Ctrl+C (or SIGTERM) of the tool while a hanging server runs."""
     pidfile = tmp_path / "pids"
+    # A tool started from a terminal has SIGINT's default action; a suite run
+    # as a background job (`make test &`, nohup) would hand it SIGINT ignored,
+    # and Python then leaves it ignored.
     tool = subprocess.Popen([PY, TOOL, *SLOW, "--only", "second-signal", "--",
                              *fixture("ignore-second", pidfile=pidfile)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_until(lambda: pids_in(pidfile), 15.0)
         server_pid = pids_in(pidfile)[0]
