@@ -82,22 +82,29 @@ server-tsan-race: $(SRCS) handler.h
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
 # Reports go to files, not just stderr: a report from a server that a test
-# then SIGKILLs must still fail the run.
+# then SIGKILLs must still fail the run.  The suite runs as in `make test`
+# (the serial tests alone after the rest), SAN_TEST_JOBS at once: an
+# instrumented server burns several times the CPU, so fewer workers keep
+# the two cores from being the bottleneck that GRACEFUL_TIME_SCALE's
+# bounds would then feel.
+SAN_TEST_JOBS ?= 3
 asan: server-asan server-asan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
 	SERVER_BIN=$(CURDIR)/server-asan SERVER_RACE_BIN=$(CURDIR)/server-asan-race \
 	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/asan \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan \
-	    $(PYTHON) -m pytest -q tests
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan; \
+	export SERVER_BIN SERVER_RACE_BIN GRACEFUL_TIME_SCALE ASAN_OPTIONS UBSAN_OPTIONS; \
+	$(call run_suite,$(SAN_TEST_JOBS))
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
 
 tsan: server-tsan server-tsan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
 	SERVER_BIN=$(CURDIR)/server-tsan SERVER_RACE_BIN=$(CURDIR)/server-tsan-race \
 	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan \
-	    $(PYTHON) -m pytest -q tests
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan; \
+	export SERVER_BIN SERVER_RACE_BIN GRACEFUL_TIME_SCALE TSAN_OPTIONS; \
+	$(call run_suite,$(SAN_TEST_JOBS))
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
 
 # A short real session (requests, uploads, Ctrl+C) under valgrind memcheck.
