@@ -53,8 +53,8 @@ def pytest_configure(config):
         "markers",
         "serial: must run alone, with nothing else loading the machine (it "
         "measures CPU use, holds a timing bound that other load would break, "
-        "or loads the machine heavily itself); `make test` runs these in a "
-        "second, serial pytest run")
+        "loads the machine heavily itself, or uses ports fixed beforehand); "
+        "`make test` runs these in a second, serial pytest run")
     config.addinivalue_line(
         "markers",
         "slow(seconds): takes about that many seconds, mostly waiting; on "

@@ -150,7 +150,7 @@ def _nofile_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
-@pytest.mark.serial
+@pytest.mark.serial     # measures the CPU time the server burns
 def test_out_of_descriptors_pauses_accepts_without_spinning(start_server):
     """Out of descriptors (RLIMIT_NOFILE 48, 80 clients): accepts pause (no busy loop), every client is served later."""
     srv = start_server("--header-timeout", "60", preexec_fn=_nofile_limit)
@@ -310,7 +310,7 @@ def test_disk_full_upload_is_507_and_old_file_kept(start_server, tmp_path):
 N_MANY = 3000
 
 
-@pytest.mark.serial
+@pytest.mark.serial     # 3000 connections load the machine, and any test beside it
 def test_3000_keepalive_connections_then_sigint(start_server):
     """3000 concurrent keep-alive connections each get 200; SIGINT then exits 0 within 2 s and every client sees EOF."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
