@@ -43,10 +43,12 @@ server: $(SRCS) handler.h
 # (python3-pytest-xdist), a worker starting the longest ones first.  The
 # tests marked serial must run alone (they measure CPU use, or load the
 # machine heavily, or use fixed ports: tests/conftest.py): they run next,
-# in a second pytest run with nothing beside them.  Both runs always run;
-# either one failing fails the target.  One worker per core would leave the
-# cores idle while tests wait; more than 4 adds workers' start-up and load
-# that timing bounds then feel.
+# in a second pytest run with nothing beside them (xdist's --dist loadgroup
+# would only keep them off each other's workers, not keep the rest of the
+# suite off the machine while they run).  Both runs always run; either one
+# failing fails the target.  One worker per core would leave the cores idle
+# while tests wait; more workers add start-up time and load that the tests'
+# timing bounds then feel.
 TEST_JOBS ?= 4
 run_suite = status=0; \
 	$(PYTHON) -m pytest -q -n $(1) -m 'not serial' tests || status=1; \
