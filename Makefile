@@ -47,8 +47,26 @@ server: $(SRCS) $(HDRS)
 # targets below run the very same tests against their own builds.  The unit
 # test of http/ comes first: it takes a fraction of a second and names the
 # broken rule, where pytest would only see a wrong status.
+# Most of the suite's time is waiting (for deadlines, timeouts, signals),
+# not CPU, and every test has its own server, port and directory, so
+# $(call run_suite,N) runs the tests N at once on pytest-xdist workers
+# (python3-pytest-xdist), a worker starting the longest ones first.  The
+# tests marked serial must run alone (they measure CPU use, or load the
+# machine heavily, or use fixed ports: tests/conftest.py): they run next,
+# in a second pytest run with nothing beside them (xdist's --dist loadgroup
+# would only keep them off each other's workers, not keep the rest of the
+# suite off the machine while they run).  Both runs always run; either one
+# failing fails the target.  One worker per core would leave the cores idle
+# while tests wait; more workers add start-up time and load that the tests'
+# timing bounds then feel.
+TEST_JOBS ?= 4
+run_suite = status=0; \
+	$(PYTHON) -m pytest -q -n $(1) -m 'not serial' tests || status=1; \
+	$(PYTHON) -m pytest -q -m serial tests || status=1; \
+	exit $$status
+
 test: unit server server-race test-deps
-	$(PYTHON) -m pytest -q tests
+	$(call run_suite,$(TEST_JOBS))
 
 # http/test.c: the table-driven, in-process test of http/ (no server, no
 # sockets); prints "N passed, 0 failed" and exits 1 on any failure.
@@ -92,22 +110,29 @@ server-tsan-race: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
 # Reports go to files, not just stderr: a report from a server that a test
-# then SIGKILLs must still fail the run.
+# then SIGKILLs must still fail the run.  The suite runs as in `make test`
+# (the serial tests alone after the rest), SAN_TEST_JOBS at once: an
+# instrumented server burns several times the CPU, so fewer workers keep
+# the two cores from being the bottleneck that GRACEFUL_TIME_SCALE's
+# bounds would then feel.
+SAN_TEST_JOBS ?= 3
 asan: server-asan server-asan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
 	SERVER_BIN=$(CURDIR)/server-asan SERVER_RACE_BIN=$(CURDIR)/server-asan-race \
 	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/asan \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan \
-	    $(PYTHON) -m pytest -q tests
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/ubsan; \
+	export SERVER_BIN SERVER_RACE_BIN GRACEFUL_TIME_SCALE ASAN_OPTIONS UBSAN_OPTIONS; \
+	$(call run_suite,$(SAN_TEST_JOBS))
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
 
 tsan: server-tsan server-tsan-race test-deps
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
 	SERVER_BIN=$(CURDIR)/server-tsan SERVER_RACE_BIN=$(CURDIR)/server-tsan-race \
 	GRACEFUL_TIME_SCALE=$(SAN_TIME_SCALE) \
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan \
-	    $(PYTHON) -m pytest -q tests
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$(CURDIR)/$(SANITIZER_LOGS)/tsan; \
+	export SERVER_BIN SERVER_RACE_BIN GRACEFUL_TIME_SCALE TSAN_OPTIONS; \
+	$(call run_suite,$(SAN_TEST_JOBS))
 	@sh tests/check-sanitizer-logs.sh $(SANITIZER_LOGS)
 
 # A short real session (requests, uploads, Ctrl+C) under valgrind memcheck.

@@ -22,6 +22,7 @@ import ctypes
 import errno
 import json
 import os
+import random
 import re
 import select
 import selectors
@@ -1051,6 +1052,28 @@ def describe_status(status):
 
 
 def free_port():
+    """A port nothing is bound to now, for the server to bind in a moment.
+
+    Not one bind(0) would give: bind(0) and connect() everywhere else on the
+    machine (a test suite running tests at once, say) take their ports from
+    the kernel's ephemeral range, so one of them could take the port between
+    this check and the server's own bind.  A port above that range, or
+    between 10000 and its start (below 10000, fixed-port services), can only
+    be taken by another caller of this function."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    ports = [*range(10000, min(low, 65536)), *range(max(high + 1, 10000), 65536)]
+    for _ in range(200 if ports else 0):
+        port = random.choice(ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

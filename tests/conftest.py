@@ -45,6 +45,62 @@ EXIT1_RE = r"exit 1: cut (\d+) connection\(s\)"
 
 
 # --------------------------------------------------------------------------
+# running at once: `make test` runs the suite on several pytest-xdist workers,
+# then the tests marked serial alone (see the Makefile's test recipe).
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "serial: must run alone, with nothing else loading the machine (it "
+        "measures CPU use, holds a timing bound that other load would break, "
+        "loads the machine heavily itself, or uses ports fixed beforehand); "
+        "`make test` runs these in a second, serial pytest run")
+    config.addinivalue_line(
+        "markers",
+        "slow(seconds): takes about that many seconds, mostly waiting; on "
+        "xdist workers the longest start first")
+
+
+@pytest.hookimpl(trylast=True)     # after -m has deselected what it does
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers: start the longest tests first, on different workers.
+
+    xdist's load scheduling (3.1) hands each of N workers a first chunk of
+    len(items) // N // 4 consecutive tests, then more as each runs low.  In
+    the files' order the tests marked slow sit together, so one worker got
+    nearly all of them (gracecheck's two whole runs, 18 s and 16 s, and the
+    rest) and finished long after the others.  Here each slow test, longest
+    first, goes to the worker with the least slow time so far, at the front
+    of that worker's first chunk; every other test keeps its order.  Every
+    worker computes the same order, as xdist requires.  A plain (serial)
+    run keeps the files' order."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 2:
+        return
+
+    def seconds(item):
+        slow = item.get_closest_marker("slow")
+        return slow.args[0] if slow else 0
+
+    chunk = max(len(items) // workers // 4, 2)
+    slow = sorted((i for i in items if seconds(i)), key=seconds, reverse=True)
+    load = [0.0] * workers
+    placed = [[] for _ in range(workers)]
+    for item in slow:
+        w = min(range(workers), key=lambda k: (len(placed[k]) >= chunk, load[k]))
+        load[w] += seconds(item)
+        placed[w].append(item)
+    rest = iter(i for i in items if not seconds(i))
+    order = []
+    for w in range(workers):
+        for k in range(chunk):
+            order.append(placed[w][k] if k < len(placed[w]) else next(rest, None))
+    order += [item for w in range(workers) for item in placed[w][chunk:]]
+    order += list(rest)
+    items[:] = [item for item in order if item is not None]
+
+
+# --------------------------------------------------------------------------
 # generic helpers
 
 def wait_until(cond, timeout=5.0, interval=0.005):

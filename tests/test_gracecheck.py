@@ -81,6 +81,7 @@ def alive(pid):
 # --------------------------------------------------------------------------
 # good servers pass
 
+@pytest.mark.slow(16)
 def test_server_passes_every_check(tmp_path):
     require_binary()
     proc, results = gracecheck(
@@ -92,6 +93,7 @@ def test_server_passes_every_check(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow(18)
 @fixture_test
 def test_fixture_without_flaws_passes_every_check(tmp_path):
     proc, results = gracecheck(tmp_path, [*SLOW, "--grace", "1", "--repeat", "1"], fixture())
@@ -131,6 +133,7 @@ def test_every_check_has_a_flaw_that_fails_it():
     assert covered == set(ALL_CHECKS)
 
 
+@pytest.mark.slow(3)
 @fixture_test
 @pytest.mark.parametrize("flaw,checks", FLAW_FAILS, ids=[f for f, _ in FLAW_FAILS])
 def test_flaw_fails_its_checks(tmp_path, flaw, checks):
@@ -162,6 +165,7 @@ def test_checks_needing_slow_work_say_na_without_slow(tmp_path):
 # --------------------------------------------------------------------------
 # the tool never leaves a process behind
 
+@pytest.mark.slow(5)
 @fixture_test
 def test_a_hanging_server_is_killed_within_the_bound(tmp_path):
     """A server that ignores the signal fails idle-exit as a hang: it is
@@ -194,10 +198,14 @@ def test_children_of_the_server_are_killed(tmp_path):
 def test_interrupting_the_tool_kills_the_server(tmp_path, sig):
     """Ctrl+C (or SIGTERM) of the tool while a hanging server runs."""
     pidfile = tmp_path / "pids"
+    # A tool started from a terminal has SIGINT's default action; a suite run
+    # as a background job (`make test &`, nohup) would hand it SIGINT ignored,
+    # and Python then leaves it ignored.
     tool = subprocess.Popen([PY, TOOL, *SLOW, "--only", "second-signal", "--",
                              *fixture("ignore-second", pidfile=pidfile)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_until(lambda: pids_in(pidfile), 15.0)
         server_pid = pids_in(pidfile)[0]

@@ -67,6 +67,7 @@ def test_trickled_head_gets_408_within_header_timeout(start_server):
     assert srv.request("GET", "/").status == 200
 
 
+@pytest.mark.slow(2.5)
 def test_trickled_next_request_on_keepalive_gets_408(start_server):
     """--header-timeout 1 on keep-alive: idle time does not count, but a next head trickled from its first byte gets 408 within ~1 s."""
     srv = start_server("--header-timeout", "1")
@@ -162,6 +163,7 @@ def _nofile_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
+@pytest.mark.serial     # measures the CPU time the server burns
 def test_out_of_descriptors_pauses_accepts_without_spinning(start_server):
     """Out of descriptors (RLIMIT_NOFILE 48, 80 clients): accepts pause (no busy loop), every client is served later."""
     srv = start_server("--header-timeout", "60", preexec_fn=_nofile_limit)
@@ -321,6 +323,7 @@ def test_disk_full_upload_is_507_and_old_file_kept(start_server, tmp_path):
 N_MANY = 3000
 
 
+@pytest.mark.serial     # 3000 connections load the machine, and any test beside it
 def test_3000_keepalive_connections_then_sigint(start_server):
     """3000 concurrent keep-alive connections each get 200; SIGINT then exits 0 within 2 s and every client sees EOF."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -59,6 +59,7 @@ def test_signal_between_check_and_wait_is_not_lost(start_server, tmp_path, sig):
     pytest.fail(f"the signal missed the window {ROUNDS} times: machine overloaded?")
 
 
+@pytest.mark.slow(4)
 def test_signal_with_connection_threads_alive_reaches_the_main_thread(start_server, tmp_path):
     """Lesson step 2, signals blocked before any thread exists: with
     connection threads alive and the main thread busy (in the window, signals
@@ -95,6 +96,7 @@ def test_signal_with_connection_threads_alive_reaches_the_main_thread(start_serv
     pytest.fail(f"the signal missed the window {ROUNDS} times: machine overloaded?")
 
 
+@pytest.mark.slow(3)
 def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_server):
     """The ppoll subtlety (let_pending_signals_in): a signal pending when the
     wait returns with connections ready is taken in that very round, not
@@ -126,6 +128,7 @@ def test_signal_pending_while_connections_keep_arriving_is_taken_at_once(start_s
             s.close()
 
 
+@pytest.mark.slow(3)
 def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(start_server):
     """An idle keep-alive connection closed by the drain, while its client
     sends the next request at that very moment (inside the window, after the
@@ -143,6 +146,7 @@ def test_request_arriving_as_an_idle_connection_closes_meets_a_fin_not_a_reset(s
     assert srv.wait_exit(bound(5)) == 0
 
 
+@pytest.mark.slow(2)
 def test_client_connecting_between_the_last_accept_and_close_is_refused_not_reset(start_server):
     """Stopping accepting in two stages (lesson step A1, the SYN filter before
     the listener's close): a client whose connect() comes after the drain's

@@ -191,6 +191,7 @@ def curl(*args, timeout=30):
                           capture_output=True, timeout=timeout + 10)
 
 
+@pytest.mark.slow(2)
 def test_curl_C_dash_resumes_a_download_cut_by_the_grace_deadline(start_server, tmp_path):
     """A slow download cut by --grace (server exit 1, curl exit 18) resumes after the restart with `curl -C -`: 206 and the exact file."""
     data_dir = tmp_path / "data"

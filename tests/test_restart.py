@@ -502,6 +502,7 @@ def test_socket_activation_ignores_variables_for_another_pid(tmp_path):
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
                     reason="nginx is not installed (apt-get install nginx); .ci/run installs it")
+@pytest.mark.serial     # nginx on ports chosen beforehand, under load
 def test_rolling_deploy_behind_nginx_sees_no_errors():
     """deploy/rolling_deploy.py: both instances replaced twice behind nginx
     under load, zero errors, every old instance exits 0."""

@@ -56,6 +56,7 @@ def test_sigint_right_after_listening_line_20_times(start_server, tmp_path):
 
 # ---------------------------------------------------------------- listener
 
+@pytest.mark.slow(1.5)
 def test_listener_closed_at_once_while_request_in_flight(server):
     """After SIGINT, connect() is refused while an in-flight request still runs."""
     c = warm_conn(server)
@@ -312,6 +313,7 @@ def download_stuck_writing(srv):
     return c, head, blob
 
 
+@pytest.mark.slow(5)
 def test_second_signal_with_nothing_left_exits_0(start_server):
     """A second signal that finds nothing left to cut: exit 0, not 1.
 
@@ -336,6 +338,7 @@ def test_second_signal_with_nothing_left_exits_0(start_server):
     assert srv.lines[-1] == "exit 0: every connection finished"
 
 
+@pytest.mark.slow(4)
 def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_server):
     """The drain counts the live threads, then reaps the finished ones,
     whose bytes on the reaper pipe it reads.  A last thread that finishes
@@ -354,6 +357,7 @@ def test_last_connection_ending_between_count_and_reap_ends_the_drain(start_serv
     assert srv.lines[-1] == "exit 0: every connection finished"
 
 
+@pytest.mark.slow(5)
 def test_last_thread_ending_between_count_and_reap_after_a_cut_lets_the_process_exit(
         start_server):
     """After a cut, main joins what is left the same way: count, reap, wait

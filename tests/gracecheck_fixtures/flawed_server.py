@@ -96,8 +96,17 @@ class Fixture:
     def run(self):
         if "sigpipe" in self.flaws or "sigpipe-once" in self.flaws:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        if "startup-window" in self.flaws:
+            # The hole: a stop signal that comes before the handlers are in
+            # place is ignored, so lost (the window is held open below).
+            for sig in stop:
+                signal.signal(sig, signal.SIG_IGN)
+        else:
+            # Blocked, not ignored, until the handlers are in place: one that
+            # comes as soon as the port takes connections (gracecheck sends
+            # it then) waits, pending, however late this process runs next.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", self.port))
@@ -108,9 +117,9 @@ class Fixture:
         os.set_blocking(wake_w, False)
         os.set_blocking(self.wake_r, False)
         signal.set_wakeup_fd(wake_w)
-        if "ignore-signal" not in self.flaws:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self.on_signal)
+        for sig in stop:
+            signal.signal(sig, signal.SIG_IGN if "ignore-signal" in self.flaws else self.on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
         if "textbook-accept" in self.flaws:
             self.accept_textbook()
         else:
