@@ -12,7 +12,8 @@ WARNINGS = -std=c11 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion \
            -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
-SRCS = server.c handler.c
+SRCS = server.c handler.c log.c process/listener.c process/options.c process/restart.c
+HDRS = handler.h log.h process/listener.h process/options.h process/restart.h
 
 # The test-only build that widens two microsecond race windows (see
 # race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.
@@ -32,7 +33,7 @@ FUZZ_SECONDS ?= 60
 
 all: server
 
-server: $(SRCS) handler.h
+server: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
 # The suite runs against $$SERVER_BIN (default ./server), so the sanitizer
@@ -40,7 +41,7 @@ server: $(SRCS) handler.h
 test: server server-race test-deps
 	$(PYTHON) -m pytest -q tests
 
-server-race: $(SRCS) handler.h
+server-race: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread
 
 # Each fix taken out again (tests/mutants/*.patch), one at a time, on a
@@ -51,18 +52,18 @@ mutants: test-deps
 test-deps:
 	@sh tests/install-deps.sh $(PYTHON)
 
-server-asan: $(SRCS) handler.h
+server-asan: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
 
-server-tsan: $(SRCS) handler.h
+server-tsan: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
-server-asan-race: $(SRCS) handler.h
+server-asan-race: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=address,undefined \
 	    -fno-sanitize-recover=all -pthread -o $@ $(SRCS)
 
-server-tsan-race: $(SRCS) handler.h
+server-tsan-race: $(SRCS) $(HDRS)
 	$(CC) $(WARNINGS) $(SAN_CFLAGS) $(RACE_CFLAGS) -fsanitize=thread -pthread -o $@ $(SRCS)
 
 # Reports go to files, not just stderr: a report from a server that a test
@@ -99,9 +100,9 @@ lint:
 # libFuzzer on the request parser: `make fuzz FUZZ_SECONDS=1800`.  New
 # inputs go to fuzz/.corpus; the committed seeds stay as they are.
 # -max_len above HTTP_HEAD_MAX (16 KiB) so the 414/431 paths are reached.
-fuzz/fuzz_parser: fuzz/fuzz_parser.c handler.c handler.h
+fuzz/fuzz_parser: fuzz/fuzz_parser.c handler.c handler.h log.c log.h
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_parser.c handler.c
+	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_parser.c handler.c log.c
 
 fuzz: fuzz/fuzz_parser
 	mkdir -p fuzz/.corpus
@@ -110,9 +111,9 @@ fuzz: fuzz/fuzz_parser
 
 # libFuzzer on the chunk decoder: `make fuzz-chunked FUZZ_SECONDS=1800`.
 # -max_len above HTTP_HEAD_MAX so the 431 trailer limit is reached.
-fuzz/fuzz_chunked: fuzz/fuzz_chunked.c handler.c handler.h
+fuzz/fuzz_chunked: fuzz/fuzz_chunked.c handler.c handler.h log.c log.h
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_chunked.c handler.c
+	    -fno-sanitize-recover=all -pthread -o $@ fuzz/fuzz_chunked.c handler.c log.c
 
 fuzz-chunked: fuzz/fuzz_chunked
 	mkdir -p fuzz/.corpus-chunked

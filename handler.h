@@ -69,18 +69,6 @@ void conn_reject_busy(int fd);
 int uploads_remove_stale(int data_dir_fd);
 
 /*
- * The log: one line per event on stderr, for operators and tests to match.
- * Each line is formatted first and written with a single write(2), so lines
- * from different threads (or from a server and its successor sharing
- * stderr) never interleave.  Callers choose a stable prefix: "conn: " for
- * one connection's failures, "server: " for the process's.  A line longer
- * than LOG_LINE_MAX is cut short.  Not for signal handlers (it formats).
- */
-#define LOG_LINE_MAX 512
-
-void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/*
  * The request parser: bytes in, a parsed request head or an error out, no
  * sockets involved (so it can be fuzzed and unit-tested on its own).
  */
