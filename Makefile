@@ -12,8 +12,10 @@ WARNINGS = -std=c11 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion \
            -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
-SRCS = server.c handler.c log.c process/listener.c process/options.c process/restart.c
-HDRS = handler.h log.h process/listener.h process/options.h process/restart.h
+SRCS = server.c handler.c log.c process/listener.c process/options.c process/restart.c \
+       process/resources.c process/signals.c process/stacks.c
+HDRS = handler.h log.h process/listener.h process/options.h process/restart.h \
+       process/resources.h process/signals.h process/stacks.h
 
 # The test-only build that widens two microsecond race windows (see
 # race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.

@@ -56,6 +56,9 @@
 #include "process/listener.h"
 #include "process/options.h"
 #include "process/restart.h"
+#include "process/resources.h"
+#include "process/signals.h"
+#include "process/stacks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,10 +72,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,8 +93,6 @@ static enum serve_end serve(struct server *srv);
 static unsigned cutting_signal(bool handed_over);
 static bool is_cutting_signal(unsigned cut_at);
 static const char *shutdown_reason(enum serve_end end);
-static const char *last_signal_name(void);
-static unsigned signal_count(void);
 static size_t live_count(struct server *srv);
 static void stop_accepting(struct server *srv, bool take_in_backlog);
 static void begin_drain(struct server *srv);
@@ -139,7 +138,7 @@ int main(int argc, char **argv)
     /* Force. */
     size_t cut = 0;
     if (waited != WAIT_DONE)
-        cut = cut_remaining(srv, waited == WAIT_SIGNAL ? last_signal_name() : NULL);
+        cut = cut_remaining(srv, waited == WAIT_SIGNAL ? signals_last_name() : NULL);
     if (join_remaining(srv) != 0) {
         if (errno != EINTR) {
             log_line("server: ppoll: %s", strerror(errno));
@@ -147,7 +146,7 @@ int main(int argc, char **argv)
             /* One more signal while cutting: the operator's last word, for
              * a thread no pipe can wake (see join_remaining). */
             log_line("%s while cutting; exiting with %zu thread(s) stuck",
-                     last_signal_name(), live_count(srv));
+                     signals_last_name(), live_count(srv));
             _exit(1);
         }
     }
@@ -169,19 +168,6 @@ int main(int argc, char **argv)
 /* ------------------------------------------------------------------ */
 /* Constants                                                          */
 /* ------------------------------------------------------------------ */
-
-/*
- * Each connection thread's stack.  The default (8 MiB of address space)
- * would cap us at a few thousand threads on a 32-bit system and wastes
- * address space everywhere.  A small stack is plenty: a connection keeps
- * its 17 KiB block here (see struct conn in handler.c) and an idle one
- * touches three pages, one of them glibc's thread descriptor and TLS;
- * file transfers keep their buffers on the heap.  Only the pages a thread
- * touches become resident.  Sanitizers need more, hence the override.
- */
-#ifndef CONN_STACK_SIZE
-#define CONN_STACK_SIZE ((size_t)256 * 1024)
-#endif
 
 /* How long to stop accepting after EMFILE/ENFILE, unless a thread ends
  * (and frees a descriptor) sooner. */
@@ -221,109 +207,8 @@ static struct timespec timespec_from_ms(long long ms)
 }
 
 /* ------------------------------------------------------------------ */
-/* Signals: the only global state, because a handler can reach no other. */
+/* What a signal means                                                */
 /* ------------------------------------------------------------------ */
-
-/*
- * A handler may only touch lock-free atomics (C11 7.14.1.1); anything else,
- * including a mutex or stdio, can deadlock or corrupt state if the signal
- * interrupts the main thread in the middle of using it.
- */
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flags must be lock-free");
-static atomic_uint signals_received;    /* SIGINT/SIGTERM count so far */
-static atomic_int last_signal;          /* which one came last */
-static atomic_uint restarts_requested;  /* SIGHUP count so far */
-
-static void on_shutdown_signal(int sig)
-{
-    atomic_store(&last_signal, sig);
-    atomic_fetch_add(&signals_received, 1);
-}
-
-static void on_restart_signal(int sig)
-{
-    (void)sig;
-    atomic_fetch_add(&restarts_requested, 1);
-}
-
-/*
- * Block SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it
- * will create) and install their handlers.  *orig_mask receives the mask we
- * started with (a restarted server gets it back), *wait_mask the mask the
- * accept loop waits with: the original one with the three signals
- * unblocked.  *stop_mask is the mask of the shutdown's waits: SIGHUP stays
- * blocked there (a restart means nothing once we stop), so a wait that a
- * signal interrupts was interrupted by SIGINT or SIGTERM.  Returns -1 with
- * errno set and *failed naming the call.
- */
-static int install_signal_handlers(sigset_t *orig_mask, sigset_t *wait_mask,
-                                   sigset_t *stop_mask, const char **failed)
-{
-    sigset_t ours;
-    struct sigaction sa;
-    int rc;
-
-    sigemptyset(&ours);
-    sigaddset(&ours, SIGINT);
-    sigaddset(&ours, SIGTERM);
-    sigaddset(&ours, SIGHUP);
-    /* pthread_sigmask returns the error number; it does not set errno. */
-    rc = pthread_sigmask(SIG_BLOCK, &ours, orig_mask);
-    if (rc != 0) {
-        *failed = "pthread_sigmask";
-        errno = rc;
-        return -1;
-    }
-    *wait_mask = *orig_mask;
-    sigdelset(wait_mask, SIGINT);
-    sigdelset(wait_mask, SIGTERM);
-    sigdelset(wait_mask, SIGHUP);
-    *stop_mask = *wait_mask;
-    sigaddset(stop_mask, SIGHUP);
-
-    memset(&sa, 0, sizeof sa);
-    /* Block all three while a handler runs so one never interrupts
-     * another.  No SA_RESTART: the point of the signal is to interrupt the
-     * wait, and ppoll() is never restarted anyway. */
-    sa.sa_mask = ours;
-    sa.sa_flags = 0;
-    sa.sa_handler = on_shutdown_signal;
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        *failed = "sigaction";
-        return -1;
-    }
-    sa.sa_handler = on_restart_signal;
-    if (sigaction(SIGHUP, &sa, NULL) != 0) {
-        *failed = "sigaction(SIGHUP)";
-        return -1;
-    }
-
-    /* A client that disconnects while we write would raise SIGPIPE, whose
-     * default action kills the whole process.  Ignored, the write fails
-     * with EPIPE instead and only that connection ends. */
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGPIPE, &sa, NULL) != 0) {
-        *failed = "sigaction(SIGPIPE)";
-        return -1;
-    }
-    return 0;
-}
-
-static const char *signal_name(int sig)
-{
-    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
-}
-
-static const char *last_signal_name(void)
-{
-    return signal_name(atomic_load(&last_signal));
-}
-
-static unsigned signal_count(void)
-{
-    return atomic_load(&signals_received);
-}
 
 /*
  * What main reads between the phases; the phases themselves never look at
@@ -334,20 +219,20 @@ static unsigned signal_count(void)
  */
 static unsigned cutting_signal(bool handed_over)
 {
-    unsigned cut_at = atomic_load(&signals_received) + 1;
+    unsigned cut_at = signals_shutdown_count() + 1;
     if (handed_over)
         cut_at++;
     return cut_at;
 }
 
-/* A signal interrupted a wait: true if it is the one that cuts.  Only our
- * SIGINT/SIGTERM handlers can interrupt the shutdown's waits (stop_mask),
- * so any other signal is the first after a hand-over. */
+/* A signal interrupted a wait: true if it is the one that cuts.  Only
+ * SIGINT and SIGTERM can interrupt the shutdown's waits (stop_mask), so a
+ * signal that does not cut is the first after a hand-over. */
 static bool is_cutting_signal(unsigned cut_at)
 {
-    if (atomic_load(&signals_received) >= cut_at)
+    if (signals_shutdown_count() >= cut_at)
         return true;
-    log_line("%s after hand-over: already draining", last_signal_name());
+    log_line("%s after hand-over: already draining", signals_last_name());
     return false;
 }
 
@@ -355,7 +240,7 @@ static const char *shutdown_reason(enum serve_end end)
 {
     switch (end) {
     case SERVED_UNTIL_SIGNAL:
-        return last_signal_name();
+        return signals_last_name();
     case SERVED_UNTIL_HANDOVER:
         return "SIGHUP";
     case SERVED_UNTIL_ERROR:
@@ -378,14 +263,6 @@ static const char *shutdown_reason(enum serve_end end)
  * main needs no list of live threads: it never reaches into a connection;
  * closing the force pipe is how it cuts them.
  */
-struct conn_thread {
-    pthread_t thread;
-    int fd;                         /* the connection; conn_serve closes it */
-    struct server *srv;
-    struct conn_thread *next;       /* finished list, or spare list */
-    char *stack;                    /* a guard page, then CONN_STACK_SIZE */
-};
-
 struct server {
     pthread_mutex_t lock;           /* guards n_live and finished */
     size_t n_live;                  /* started and not yet finished */
@@ -393,90 +270,16 @@ struct server {
     int reap_r, reap_w;             /* reaper pipe: a byte per finished thread */
     int drain_w, force_w;           /* closing these starts each phase */
     atomic_bool draining;           /* set just before drain_w is closed */
-    struct conn_thread *spare;      /* joined; kept with their stacks */
-    size_t n_spare;                 /* spare and n_spare are main's alone */
-    size_t page_size;
+    struct spare_threads spare;     /* joined; kept with their stacks */
     pthread_attr_t attr;            /* joinable; the stack is set per thread */
     struct conn_env env;            /* what every handler sees */
     size_t max_conns;
     int listen_fd;
     bool inherited;                 /* listen_fd was handed to us (restart.h) */
-    sigset_t wait_mask;             /* the accept loop's, see install_signal_handlers */
+    sigset_t wait_mask;             /* the accept loop's, see signals_install */
     sigset_t stop_mask;             /* the shutdown's waits' */
     struct self_exec self;          /* what a hot restart execs */
 };
-
-/*
- * Thread stacks are ours, not glibc's.  glibc would hand out stacks from
- * its cache and, at every thread exit, madvise(MADV_DONTNEED) the unused
- * part of the stack.  When threads exit on both cores at once, the kernel
- * turns those calls into TLB flushes of every core (inter-processor
- * interrupts); glibc also unmaps the stacks that overflow its 40 MiB
- * cache, with the same effect.  A stack given with pthread_attr_setstack
- * glibc neither advises nor unmaps, so we keep each joined thread's
- * record, stack included, for the next connection: once warm, starting a
- * connection thread maps nothing and ending one unmaps nothing.  What
- * glibc did that we must do ourselves: the guard page, the lowest page of
- * each stack, PROT_NONE so that an overflow faults instead of writing over
- * whatever lies below.
- */
-#define SPARE_THREADS_MAX 256
-
-/* A guard page and CONN_STACK_SIZE bytes above it; NULL if out of memory. */
-static char *stack_map(size_t page_size)
-{
-    char *m = mmap(NULL, page_size + CONN_STACK_SIZE, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (m == MAP_FAILED)
-        return NULL;
-    if (mprotect(m, page_size, PROT_NONE) != 0) {
-        (void)munmap(m, page_size + CONN_STACK_SIZE);
-        return NULL;
-    }
-    return m;
-}
-
-/* A record with a stack for a new thread, spare or new; NULL if out of memory. */
-static struct conn_thread *conn_thread_get(struct server *srv)
-{
-    struct conn_thread *t = srv->spare;
-
-    if (t != NULL) {
-        srv->spare = t->next;
-        srv->n_spare--;
-        return t;
-    }
-    t = calloc(1, sizeof *t);
-    if (t == NULL)
-        return NULL;
-    t->stack = stack_map(srv->page_size);
-    if (t->stack == NULL) {
-        free(t);
-        return NULL;
-    }
-    return t;
-}
-
-/*
- * Keep a joined thread's record and stack for the next connection, up to
- * SPARE_THREADS_MAX of them (a spare stack keeps the pages its threads
- * touched, 12 KiB for most, so about 3 MiB): beyond that, a burst of
- * connections would hold its peak of stacks for good.  While draining
- * every one is kept: nothing is started any more, and the exit that
- * follows frees the address space in one go, instead of a munmap (and its
- * TLB shootdown) per stack.
- */
-static void conn_thread_put(struct server *srv, struct conn_thread *t)
-{
-    if (srv->n_spare >= SPARE_THREADS_MAX && !atomic_load(&srv->draining)) {
-        (void)munmap(t->stack, srv->page_size + CONN_STACK_SIZE);
-        free(t);
-        return;
-    }
-    t->next = srv->spare;
-    srv->spare = t;
-    srv->n_spare++;
-}
 
 static void *conn_thread_main(void *arg)
 {
@@ -520,7 +323,7 @@ static void reap_finished(struct server *srv)
         int rc = pthread_join(t->thread, NULL);
         if (rc != 0)
             log_line("server: pthread_join: %s", strerror(rc));
-        conn_thread_put(srv, t);
+        spare_threads_put(&srv->spare, t, atomic_load(&srv->draining));
         t = next;
     }
 }
@@ -549,11 +352,12 @@ static void start_conn_thread(struct server *srv, int fd)
     /* No record or stack: pthread_create's own answer when it cannot
      * allocate a stack. */
     int rc = EAGAIN;
-    struct conn_thread *t = conn_thread_get(srv);
+    struct conn_thread *t = spare_threads_get(&srv->spare);
     if (t != NULL) {
         t->fd = fd;
         t->srv = srv;
-        rc = pthread_attr_setstack(&srv->attr, t->stack + srv->page_size, CONN_STACK_SIZE);
+        rc = pthread_attr_setstack(&srv->attr, spare_threads_stack(&srv->spare, t),
+                                   CONN_STACK_SIZE);
         /* Each thread owns its own heap argument: never the address of a
          * variable the next accept() overwrites. */
         if (rc == 0)
@@ -563,7 +367,7 @@ static void start_conn_thread(struct server *srv, int fd)
         /* pthread_* return the error number; errno is not set. */
         log_line("server: pthread_create: %s", strerror(rc));
         if (t != NULL)
-            conn_thread_put(srv, t);
+            spare_threads_put(&srv->spare, t, false);
         pthread_mutex_lock(&srv->lock);
         srv->n_live--;
         pthread_mutex_unlock(&srv->lock);
@@ -629,67 +433,6 @@ static bool accept_pending(struct server *srv, int listen_fd, int batch)
 /* The accept loop                                                    */
 /* ------------------------------------------------------------------ */
 
-/*
- * Tests only.  `make test` also builds server-race with
- * -DGRACEFUL_RACE_WINDOW_MS=N, in which the main thread holds still for
- * N ms at five places where a race is microseconds wide: in the accept
- * loop between the check of the flag and the wait (where a textbook loop
- * loses a signal, lesson step 2), between the last accept of "stop
- * accepting" and its close of the listener, in the drain and in the join
- * after a cut between counting the live threads and reaping, and after a
- * second signal before counting what is left to cut.
- * A test can then put its signal, its connect, or the end of its last
- * connection exactly inside the window.  In every other build this is
- * nothing.
- */
-#ifdef GRACEFUL_RACE_WINDOW_MS
-static void race_window(const char *where)
-{
-    unsigned before = atomic_load(&signals_received);
-    struct timespec left = { GRACEFUL_RACE_WINDOW_MS / 1000,
-                             (GRACEFUL_RACE_WINDOW_MS % 1000) * 1000000L };
-    sigset_t pending;
-
-    log_line("race window open: %s", where);
-    while (nanosleep(&left, &left) != 0 && errno == EINTR)
-        ;   /* a handler ran here (signals unblocked): the window stays open */
-    bool came = atomic_load(&signals_received) != before ||
-                (sigpending(&pending) == 0 &&
-                 (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1));
-    log_line("race window closed: %s%s", where, came ? "; a signal came in it" : "");
-}
-#define RACE_WINDOW(where) race_window(where)
-/* This one would hold every shutdown still, so only tests that set
- * GRACEFUL_RACE_CLOSE get it. */
-#define RACE_WINDOW_CLOSE() \
-    (getenv("GRACEFUL_RACE_CLOSE") != NULL ? race_window("close") : (void)0)
-#else
-#define RACE_WINDOW(where) ((void)0)
-#define RACE_WINDOW_CLOSE() ((void)0)
-#endif
-
-/*
- * ppoll() runs a pending signal's handler only when it actually waits: if a
- * descriptor is already ready when it is called, it returns at once and the
- * signal stays pending.  Under a steady stream of connections that could
- * postpone Ctrl+C for as long as the stream lasts.  So after a wait that
- * returned ready descriptors, if one of our signals is pending, open the
- * mask for an instant to let it in.  (A self-pipe would not have this
- * problem: the signal would just be one more ready descriptor.)
- */
-static void let_pending_signals_in(const sigset_t *wait_mask)
-{
-    sigset_t pending, blocked;
-
-    if (sigpending(&pending) != 0 ||
-        !(sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM) ||
-          sigismember(&pending, SIGHUP)))
-        return;
-    /* The handler runs as the mask opens; the flag is then set. */
-    (void)pthread_sigmask(SIG_SETMASK, wait_mask, &blocked);
-    (void)pthread_sigmask(SIG_SETMASK, &blocked, NULL);
-}
-
 /* A successor that did not make it: reap it, say why, and go on serving. */
 static void give_up_restart(struct restart *r, const char *why)
 {
@@ -744,8 +487,8 @@ static enum serve_end serve(struct server *srv)
     unsigned restarts_seen = 0;
     bool paused = false;
 
-    while (signal_count() == 0) {
-        unsigned hups = atomic_load(&restarts_requested);
+    while (signals_shutdown_count() == 0) {
+        unsigned hups = signals_restart_count();
         if (hups != restarts_seen) {
             restarts_seen = hups;
             begin_restart(srv, &restart);
@@ -772,7 +515,7 @@ static enum serve_end serve(struct server *srv)
             return SERVED_UNTIL_ERROR;
         }
         paused = false;     /* timed out, or a thread ended and freed an fd */
-        let_pending_signals_in(wait_mask);
+        signals_let_pending_in(wait_mask);
         if (fds[REAPER].revents & POLLIN)
             reap_finished(srv);
         if (fds[READY].revents) {
@@ -1009,7 +752,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         errno = rc;
         goto out_force;
     }
-    srv->page_size = (size_t)sysconf(_SC_PAGESIZE);
+    spare_threads_init(&srv->spare);
     srv->reap_r = reap[0];
     srv->reap_w = reap[1];
     srv->drain_w = drain[1];
@@ -1042,13 +785,7 @@ out_reap:
 /* Called once every thread is joined. */
 static void server_destroy(struct server *srv)
 {
-    /* The spare records are heap memory, freed here like the rest; their
-     * stacks are left to the exit that follows (see conn_thread_put). */
-    while (srv->spare != NULL) {
-        struct conn_thread *t = srv->spare;
-        srv->spare = t->next;
-        free(t);
-    }
+    spare_threads_free(&srv->spare);
     pthread_mutex_destroy(&srv->lock);
     pthread_attr_destroy(&srv->attr);
     (void)close(srv->reap_r);
@@ -1059,47 +796,6 @@ static void server_destroy(struct server *srv)
         (void)close(srv->force_w);      /* no cut: nobody needed it */
     (void)close(srv->env.data_dir_fd);
     free(srv);
-}
-
-/*
- * Each connection holds a descriptor, and one more while it uploads.  The
- * soft limit is often 1024 while the hard one is far higher; raising the
- * soft limit to the hard one is what it is there for.  *limit receives the
- * limit in force (RLIM_INFINITY if unknown).  Returns -1 with errno set and
- * *failed naming the call if it could not be raised.
- */
-static int raise_fd_limit(rlim_t *limit, const char **failed)
-{
-    struct rlimit rl;
-
-    *limit = RLIM_INFINITY;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        *failed = "getrlimit";
-        return -1;
-    }
-    *limit = rl.rlim_cur;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-            *failed = "setrlimit";
-            return -1;      /* the old limit stays, in *limit */
-        }
-        *limit = rl.rlim_cur;
-    }
-    return 0;
-}
-
-/* Create the data directory if missing and open it: uploads then work on
- * names relative to this descriptor and cannot escape it.  -1 with errno
- * set and *failed saying which step failed. */
-static int open_data_dir(const char *path, const char **failed)
-{
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        *failed = "create";
-        return -1;
-    }
-    *failed = "open";
-    return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 /*
@@ -1171,7 +867,7 @@ static struct server *start_up(const struct options *o, char **argv)
         return NULL;
     }
     srv->self.argv = argv;
-    if (install_signal_handlers(&srv->self.orig_mask, &srv->wait_mask, &srv->stop_mask,
+    if (signals_install(&srv->self.orig_mask, &srv->wait_mask, &srv->stop_mask,
                                 &failed) != 0) {
         log_line("server: %s: %s", failed, strerror(errno));
         goto out_free;
