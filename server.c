@@ -94,7 +94,7 @@ static unsigned cutting_signal(bool handed_over);
 static bool is_cutting_signal(unsigned cut_at);
 static const char *shutdown_reason(enum serve_end end);
 static size_t live_count(struct server *srv);
-static void stop_accepting(struct server *srv, bool take_in_backlog);
+static void stop_accepting(struct server *srv, bool take_in);
 static void begin_drain(struct server *srv);
 static enum wait_end wait_for_connections(struct server *srv, long long deadline_ms);
 static size_t cut_remaining(struct server *srv, const char *second_signal);

@@ -1407,7 +1407,8 @@ def git_desc():
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=30).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "server.c", "handler.c", "handler.h", "Makefile"],
+                                "server.c", "handler.c", "handler.h", "log.c", "log.h",
+                                "process", "Makefile"],
                                capture_output=True, text=True, timeout=30).stdout.split("\n")
         dirty = [line[3:] for line in dirty if line.strip()]
         return rev + (f" + uncommitted changes to {', '.join(dirty)}" if dirty else "")
