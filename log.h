@@ -9,7 +9,7 @@
  * than LOG_LINE_MAX is cut short.  Not for signal handlers (it formats).
  *
  * Helpers elsewhere do not log: they return -1 with errno set and their
- * callers decide what to say (see "Errors" at the top of server.c).
+ * callers decide what to say (see the top of server.c).
  */
 #ifndef GRACEFUL_LOG_H
 #define GRACEFUL_LOG_H
