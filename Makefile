@@ -19,8 +19,10 @@ ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 HTTP_SRCS = http/chunked.c http/conditional.c http/date.c http/parse.c \
             http/response.c http/route.c http/text.c
 HTTP_HDRS = $(HTTP_SRCS:.c=.h)
-SRCS = server.c handler.c uploads.c $(HTTP_SRCS)
-HDRS = handler.h uploads.h $(HTTP_HDRS)
+SRCS = server.c handler.c uploads.c log.c process/listener.c process/options.c \
+       process/restart.c process/resources.c process/signals.c process/stacks.c $(HTTP_SRCS)
+HDRS = handler.h uploads.h log.h process/listener.h process/options.h process/restart.h \
+       process/resources.h process/signals.h process/stacks.h $(HTTP_HDRS)
 
 # The test-only build that widens two microsecond race windows (see
 # race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.

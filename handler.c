@@ -29,6 +29,7 @@
 #define _GNU_SOURCE /* MSG_NOSIGNAL, SOCK_* flags */
 
 #include "handler.h"
+#include "log.h"
 
 #include "http/chunked.h"
 #include "http/conditional.h"
@@ -1180,28 +1181,4 @@ void conn_serve(int fd, const struct conn_env *env)
             break;
     }
     conn_close(c);
-}
-
-/* ------------------------------------------------------------------ */
-/* The log                                                            */
-/* ------------------------------------------------------------------ */
-
-void log_line(const char *fmt, ...)
-{
-    char line[LOG_LINE_MAX];
-    va_list ap;
-
-    va_start(ap, fmt);
-    /* va_start is right above: a false report of clang 14's analyzer. */
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized)
-    va_end(ap);
-    if (n < 0)
-        return;             /* an encoding error: nothing sensible to print */
-    size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
-    line[len++] = '\n';
-    /* One write, so the line arrives whole.  A log that cannot be written
-     * (stderr closed, a full pipe nobody reads) must not stop the server:
-     * the line is dropped. */
-    while (write(STDERR_FILENO, line, len) < 0 && errno == EINTR)
-        ;
 }

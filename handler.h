@@ -63,16 +63,4 @@ void conn_reject_busy(int fd);
 /* uploads_remove_stale(data_dir_fd), which server.c calls at start-up. */
 #include "uploads.h"
 
-/*
- * The log: one line per event on stderr, for operators and tests to match.
- * Each line is formatted first and written with a single write(2), so lines
- * from different threads (or from a server and its successor sharing
- * stderr) never interleave.  Callers choose a stable prefix: "conn: " for
- * one connection's failures, "server: " for the process's.  A line longer
- * than LOG_LINE_MAX is cut short.  Not for signal handlers (it formats).
- */
-#define LOG_LINE_MAX 512
-
-void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 #endif /* GRACEFUL_HANDLER_H */

@@ -1408,7 +1408,7 @@ def git_desc():
                              capture_output=True, text=True, timeout=30).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
                                 "server.c", "handler.c", "handler.h", "uploads.c", "uploads.h",
-                                "http", "Makefile"],
+                                "log.c", "log.h", "http", "process", "Makefile"],
                                capture_output=True, text=True, timeout=30).stdout.split("\n")
         dirty = [line[3:] for line in dirty if line.strip()]
         return rev + (f" + uncommitted changes to {', '.join(dirty)}" if dirty else "")

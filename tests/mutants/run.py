@@ -68,6 +68,7 @@ def tree_files():
         return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
     except (OSError, subprocess.CalledProcessError):
         keep = [p for p in REPO.glob("*") if p.suffix in (".c", ".h") or p.name == "Makefile"]
+        keep += [p for d in ("process", "http") for p in (REPO / d).glob("*.[ch]")]
         keep += [p for p in (REPO / "tests").rglob("*")
                  if p.is_file() and "__pycache__" not in p.parts]
         return [str(p.relative_to(REPO)) for p in keep]

@@ -1,0 +1,22 @@
+/*
+ * log.h - the one log API: one line per event on stderr, for operators and
+ * tests to match.
+ *
+ * Each line is formatted first and written with a single write(2), so lines
+ * from different threads (or from a server and its successor sharing
+ * stderr) never interleave.  Callers choose a stable prefix: "conn: " for
+ * one connection's failures, "server: " for the process's.  A line longer
+ * than LOG_LINE_MAX is cut short.  Not for signal handlers (it formats).
+ *
+ * Helpers elsewhere do not log: they return -1 with errno set and their
+ * callers decide what to say (see the top of server.c).
+ */
+#ifndef GRACEFUL_LOG_H
+#define GRACEFUL_LOG_H
+
+#define LOG_LINE_MAX 512
+
+/* Never fails: a line that cannot be written is dropped (see log.c). */
+void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
