@@ -17,6 +17,7 @@ the signal.  Scenarios:
   deadline        a 6 s request through curl; signal; curl's result and the exit
   second-signal   a 6 s request; signal; the same signal 0.3 s later; the exit
   in-flight       20 curls of 1 s in parallel; signal; each curl's status
+  refuse-new      a 3 s request in flight; signal; connect + GET / every 20 ms for 1.5 s
   handshake       (not here: it needs a socket filter; see the README)
 """
 import os
@@ -218,6 +219,32 @@ def scenario(run, name):
             key = f"http {out}, curl exit {c.returncode}"
             results[key] = results.get(key, 0) + 1
         print(", ".join(f"{n} x {k}" for k, n in results.items()))
+        print(run.wait_exit(10))
+    elif name == "refuse-new":
+        curl = subprocess.Popen(["curl", "-s", "-m", "12", "-o", "/dev/null",
+                                 run.url(slow.replace("{ms}", "3000"))])
+        time.sleep(0.3)
+        run.signal()
+        seen = []
+        while time.monotonic() - run.t0 < 1.5:
+            at = run.since()
+            try:
+                s = socket.create_connection(("127.0.0.1", run.port), timeout=2)
+                s.sendall(req("/", close=True))
+                data, how = read_all(s, 2)
+                seen.append((at, f"answered {data[:12]!r}" if data else f"accepted, then {how}"))
+                s.close()
+            except ConnectionRefusedError:
+                seen.append((at, "refused"))
+            except OSError as e:
+                seen.append((at, f"error {e}"))
+            time.sleep(0.02)
+        kinds = {}
+        for at, k in seen:
+            kinds.setdefault(k, []).append(at)
+        for k, ats in kinds.items():
+            print(f"{len(ats)} connects {k}: first at {ats[0]}, last at {ats[-1]}")
+        curl.wait()
         print(run.wait_exit(10))
     else:
         raise SystemExit(f"no scenario {name}")
