@@ -37,8 +37,8 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants mutants-sweep \
-        clean gracecheck gracecheck-peers lesson lesson-stages
+.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+        mutants-sweep clean gracecheck gracecheck-peers gracecheck-survey lesson lesson-stages
 
 all: server
 
@@ -184,6 +184,14 @@ gracecheck: server
 
 gracecheck-peers:
 	sh gracecheck/peers.sh $(PYTHON)
+
+# The published shutdown table (gracecheck/README.md): every server in
+# gracecheck/survey.py that is installed, each run bounded, results in
+# SURVEY_OUT (survey.md, survey.json, one JSON per server).  SURVEY=names
+# runs only those; CI adds SURVEY_FLAGS=--verify (every check gave a verdict).
+SURVEY_OUT ?= gracecheck/survey
+gracecheck-survey: server lesson-stages
+	$(PYTHON) gracecheck/survey.py --out $(SURVEY_OUT) $(SURVEY_FLAGS) $(SURVEY)
 
 # The lesson: lesson/steps/0*.patch applied in turn to lesson/naive.c give
 # minimal.c, and lesson/steps/A*.patch applied to minimal.c give

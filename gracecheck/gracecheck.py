@@ -49,7 +49,11 @@ SETTLE = 0.3         # time given to the server to take in what we sent
 IO_BOUND = 5.0       # a client waits this long for bytes before giving up
 PILEUP_MAPS = 200    # memory mappings the second 1,000 connections may add
 
-SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "QUIT": signal.SIGQUIT}
+# The graceful stops real servers document: INT (./server, lighttpd, Caddy),
+# TERM (gunicorn, uvicorn, Node, h2o), QUIT (nginx), USR1 (HAProxy's soft
+# stop), WINCH (Apache's graceful-stop), USR2 for whoever uses it.
+SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "QUIT": signal.SIGQUIT,
+           "USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2, "WINCH": signal.SIGWINCH}
 
 Outcome = namedtuple("Outcome", "result figure detail")
 
@@ -849,13 +853,23 @@ class Server:
         self._reaping = threading.Lock()   # no signal may race the reaping
         self._exited = threading.Event()
         self._ready_line = threading.Event()
+        self.target = None           # the PID the stop signal goes to (--pid-file)
 
     # ---- start and readiness
 
+    def fill(self, text):
+        """{port} and {dir} filled in: nothing else in the text is touched
+        (configuration files are full of other braces)."""
+        return text.replace("{port}", str(self.port)).replace("{dir}", self.dir)
+
     def start(self):
         self.port = free_port()
-        argv = [a.replace("{port}", str(self.port)).replace("{dir}", self.dir)
-                for a in self.cfg.command]
+        argv = [self.fill(a) for a in self.cfg.command]
+        for template in self.cfg.render:
+            with open(template) as f:
+                text = f.read()
+            with open(os.path.join(self.dir, os.path.basename(template)), "w") as f:
+                f.write(self.fill(text))
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -865,18 +879,47 @@ class Server:
         LIVE_SERVERS.add(self)
         for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
             threading.Thread(target=self._collect, args=(stream, name), daemon=True).start()
+        if self.cfg.log:
+            threading.Thread(target=self._follow_log, args=(self.fill(self.cfg.log),),
+                             daemon=True).start()
         threading.Thread(target=self._watch_exit, daemon=True).start()
         self._wait_ready()
         return self
 
     def _collect(self, stream, name):
         for raw in iter(stream.readline, b""):
-            text = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append((name, text))
-            if (name == "stderr" and self.cfg.ready_line
-                    and re.search(self.cfg.ready_line, text)):
-                self._ready_line.set()
+            self._line(name, raw)
         stream.close()
+
+    def _line(self, name, raw):
+        # stderr, stdout and the --log file are the server's word alike
+        # (Node's console.log, uvicorn's and gunicorn's logs differ in which)
+        text = raw.decode("utf-8", "replace").rstrip("\n")
+        self.lines.append((name, text))
+        if self.cfg.ready_line and re.search(self.cfg.ready_line, text):
+            self._ready_line.set()
+
+    def _follow_log(self, path):
+        """--log: the lines of a log file the server writes, as they come,
+        until the server has exited (and then what is left)."""
+        f, partial = None, b""
+        while True:
+            done = self._exited.is_set()
+            if f is None:
+                try:
+                    f = open(path, "rb")
+                except OSError:
+                    pass
+            if f is not None:
+                partial += f.read()
+                *whole, partial = partial.split(b"\n")
+                for raw in whole:
+                    self._line("log", raw)
+            if done:
+                break
+            time.sleep(0.01)
+        if f is not None:
+            f.close()
 
     def _watch_exit(self):
         # WNOWAIT: learn the exit time now, but leave the zombie in place
@@ -903,15 +946,38 @@ class Server:
                 raise NotReady(f"exited before it was ready ({describe_status(self.status)};"
                                " a server that daemonizes must run in the foreground)"
                                + self.stderr_tail(" stderr: "))
-            if self.cfg.ready_line:
-                if self._ready_line.wait(0.01):
-                    return
-            elif port_accepts(self.port):
+            if self._ready(deadline):
                 return
-            else:
-                time.sleep(0.01)
         self.kill()
-        raise NotReady(f"not ready within {READY_BOUND:g} s" + self.stderr_tail(" stderr: "))
+        why = f"; {self.why_not_ready}" if self.why_not_ready else ""
+        raise NotReady(f"not ready within {READY_BOUND:g} s{why}" + self.stderr_tail(" stderr: "))
+
+    why_not_ready = ""
+
+    def _ready(self, deadline):
+        """One look at every readiness the options ask for (all must hold):
+        the log line, the HTTP 200, the PID file; by default the port."""
+        cfg = self.cfg
+        if cfg.ready_line and not self._ready_line.wait(0.01):
+            self.why_not_ready = f"no line matched {cfg.ready_line!r}"
+            return False
+        if cfg.ready_http:
+            got = http_status(self.port, cfg.ready_http, min(1.0, max(0.05, deadline - time.monotonic())))
+            if got != 200:
+                self.why_not_ready = f"GET {cfg.ready_http}: {got or 'no answer'}"
+                time.sleep(0.01)
+                return False
+        elif not cfg.ready_line and not port_accepts(self.port):
+            time.sleep(0.01)
+            return False
+        if cfg.pid_file:
+            pid, why = read_pid_file(self.fill(cfg.pid_file), self.proc.pid)
+            if pid is None:
+                self.why_not_ready = why
+                time.sleep(0.01)
+                return False
+            self.target = pid
+        return True
 
     # ---- signals and exit
 
@@ -923,7 +989,12 @@ class Server:
             self.signal_at = time.monotonic()
         with self._reaping:
             if not self._exited.is_set():
-                os.kill(self.proc.pid, sig or self.cfg.signal)
+                pid = self.proc.pid
+                # --pid-file: the server's own PID, checked again to be in
+                # the group (while the leader is unreaped, the group is ours)
+                if self.target is not None and in_group(self.target, self.proc.pid):
+                    pid = self.target
+                os.kill(pid, sig or self.cfg.signal)
 
     def signal_group(self, sig):
         with self._reaping:
@@ -966,7 +1037,7 @@ class Server:
             f"{w} x{n}" for w, n in sorted(waits.items())) if waits else "no process"
 
     def stderr_tail(self, prefix, n=3):
-        tail = [t for s, t in self.lines if s == "stderr"][-n:]
+        tail = [t for s, t in self.lines if s in ("stderr", "log")][-n:]
         return prefix + " | ".join(tail) if tail else ""
 
     def __enter__(self):
@@ -1049,6 +1120,54 @@ def describe_status(status):
             name = f"signal {-status}"
         return f"killed by {name}"
     return f"status {status}"
+
+
+def in_group(pid, pgid):
+    """True if pid is a live process in process group pgid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[2]) == pgid and fields[0] != "Z"
+
+
+def read_pid_file(path, pgid):
+    """(pid, None) once path holds the PID of a process in group pgid, else
+    (None, why).  A PID outside the group is never signalled: a stale file
+    from an earlier run could name anyone's process."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None, f"no PID file {path}"
+    if not text.isdigit():
+        return None, f"PID file {path} holds {text[:20]!r}"
+    pid = int(text)
+    if not in_group(pid, pgid):
+        return None, f"PID {pid} in {path} is not a process the command started"
+    return pid, None
+
+
+def http_status(port, path, timeout):
+    """The status of GET path on 127.0.0.1:port (None if no whole status
+    line came within timeout)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head and len(head) < 4096:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return None
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return int(m.group(1)) if m else None
 
 
 def free_port():
@@ -1387,6 +1506,10 @@ class Config:
         self.grace = args.grace
         self.repeat = args.repeat
         self.ready_line = args.ready_line
+        self.ready_http = args.ready_http
+        self.pid_file = args.pid_file
+        self.render = args.render or []
+        self.log = args.log
         self.verbose = args.verbose
 
     def slow_path(self, ms_):
@@ -1408,11 +1531,15 @@ def parse_args(argv):
         usage="gracecheck.py [options] -- COMMAND ARGS...",
         description="Check an HTTP server's graceful shutdown. {port} and "
                     "{dir} in COMMAND become a free port and a fresh directory.")
-    p.add_argument("--signal", default="INT", help="graceful-stop signal: INT, TERM or QUIT (default INT)")
+    p.add_argument("--signal", default="INT", help="graceful-stop signal: INT, TERM, QUIT, USR1, USR2 or WINCH (default INT)")
     p.add_argument("--slow", metavar="PATH", help="a path that answers after {ms} milliseconds, e.g. '/sleep?ms={ms}'")
     p.add_argument("--path", default="/", help="a cheap path that answers 200 (default /)")
     p.add_argument("--grace", type=float, metavar="SECONDS", help="the server's drain deadline")
-    p.add_argument("--ready-line", metavar="REGEX", help="ready when this matches a stderr line (default: the port accepts)")
+    p.add_argument("--ready-line", metavar="REGEX", help="ready when this matches a line of the server's stderr, stdout or --log file (default: the port accepts)")
+    p.add_argument("--ready-http", metavar="PATH", help="ready when GET PATH answers 200 (e.g. a proxied path, so the backend is up too)")
+    p.add_argument("--log", metavar="FILE", help="a log file the server writes, e.g. {dir}/error.log: --ready-line reads it too, and its lines join stderr's in the failure details")
+    p.add_argument("--pid-file", metavar="FILE", help="send the stop signal to the PID the server writes to FILE (e.g. {dir}/httpd.pid), not to the command's own process; it must be in the command's process group, and the command must exit when it does")
+    p.add_argument("--render", metavar="TEMPLATE", action="append", help="before each start, write TEMPLATE into {dir} under its own name with {port} and {dir} filled in (repeatable)")
     p.add_argument("--only", metavar="A,B", help="run only these checks")
     p.add_argument("--skip", metavar="A,B", help="skip these checks")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
@@ -1429,15 +1556,24 @@ def parse_args(argv):
     if not command:
         raise UsageError("no server command: put it after --")
     if args.signal.upper().removeprefix("SIG") not in SIGNALS:
-        raise UsageError(f"--signal: want INT, TERM or QUIT, not {args.signal}")
+        raise UsageError(f"--signal: want {', '.join(SIGNALS)}, not {args.signal}")
     if args.slow is not None and "{ms}" not in args.slow:
         raise UsageError("--slow: the path must contain {ms}")
     if args.grace is not None and not 0 <= args.grace <= 600:
         raise UsageError("--grace: want seconds from 0 to 600")
     if args.repeat < 1:
         raise UsageError("--repeat: want 1 or more")
-    if not any("{port}" in a for a in command):
-        raise UsageError("the command must contain {port}, so each server listens where the tool looks")
+    for template in args.render or []:
+        if not os.path.isfile(template):
+            raise UsageError(f"--render: no file {template}")
+    if args.ready_http is not None and not args.ready_http.startswith("/"):
+        raise UsageError("--ready-http: the path must start with /")
+    rendered = []
+    for template in args.render or []:
+        with open(template) as f:
+            rendered.append(f.read())
+    if not any("{port}" in a for a in command + rendered):
+        raise UsageError("the command (or a --render template) must contain {port}, so each server listens where the tool looks")
     names = [n for n, _ in CHECKS]
     for opt in ("only", "skip"):
         value = getattr(args, opt)
@@ -1509,7 +1645,8 @@ def main(argv=None):
     failures = [r["name"] for r in results if r["result"] == "FAIL"]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": cfg.command, "checks": results}, f, indent=2)
+            json.dump({"command": cfg.command, "signal": cfg.signal_name,
+                       "checks": results}, f, indent=2)
             f.write("\n")
     print(f"gracecheck: {len(failures)} failed" + (f": {', '.join(failures)}" if failures else "")
           + f", {sum(r['result'] == 'PASS' for r in results)} passed, "

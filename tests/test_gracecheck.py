@@ -272,3 +272,87 @@ def test_json_has_the_documented_shape(tmp_path):
         assert set(c) == {"name", "result", "figure", "detail"}
         assert c["result"] == "PASS"
     assert proc.returncode == 0
+
+
+# --------------------------------------------------------------------------
+# The survey's options (issue 20): how real servers start, signal and report.
+# Each test runs the tool both ways where it can, so that it can fail: a
+# stand-in whose port accepts long before it is ready fails idle-exit unless
+# the tool waits for the readiness the option names.
+
+SLOW_START = str(REPO / "tests" / "gracecheck_fixtures" / "slow_start.py")
+ONE_IDLE_EXIT = ["--only", "idle-exit", "--repeat", "1"]
+
+
+def slow_start(*args):
+    return [PY, SLOW_START, "{port}", *args]
+
+
+@pytest.mark.parametrize("options,stand_in,result", [
+    ([], [], "FAIL"),                              # the open port is not readiness
+    (["--ready-http", "/"], [], "PASS"),
+    (["--ready-line", "^ready$"], [], "PASS"),     # on stdout, not stderr
+    (["--log", "{dir}/server.log", "--ready-line", "ready in log"],
+     ["--log", "{dir}/server.log"], "PASS"),
+])
+def test_readiness_options_wait_for_a_server_whose_port_opens_early(tmp_path, options, stand_in, result):
+    proc, results = gracecheck(tmp_path, ONE_IDLE_EXIT + options, slow_start(*stand_in))
+    assert results["idle-exit"]["result"] == result, proc.stdout + proc.stderr
+    if result == "FAIL":
+        assert "killed by SIGINT" in results["idle-exit"]["figure"]
+
+
+@pytest.mark.parametrize("name", ["USR1", "WINCH"])
+def test_signal_accepts_the_graceful_stops_of_haproxy_and_apache(tmp_path, name):
+    options = ONE_IDLE_EXIT + ["--ready-line", "^ready$"]
+    proc, results = gracecheck(tmp_path, options + ["--signal", name],
+                               slow_start("--stop-signal", name))
+    assert results["idle-exit"]["result"] == "PASS", proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "gracecheck.json").read_text())["signal"] == "SIG" + name
+    # the same server, sent the default INT, dies of it
+    proc, results = gracecheck(tmp_path, options, slow_start("--stop-signal", name))
+    assert results["idle-exit"]["result"] == "FAIL", proc.stdout + proc.stderr
+
+
+# A launcher that runs the server as its child and waits, as Debian's
+# apache2ctl does: the leader is a shell that a stop signal would kill.
+LAUNCHER = ['sh', '-c', '"$0" "$1" "$2" --grace 1 --pidfile "$3/server.pid" & wait',
+            PY, FIXTURE, "{port}", "{dir}"]
+
+
+@fixture_test
+def test_pid_file_sends_the_signal_to_the_server_not_its_launcher(tmp_path):
+    proc, results = gracecheck(tmp_path, ONE_IDLE_EXIT + ["--pid-file", "{dir}/server.pid"], LAUNCHER)
+    assert results["idle-exit"]["result"] == "PASS", proc.stdout + proc.stderr
+    proc, results = gracecheck(tmp_path, ONE_IDLE_EXIT, LAUNCHER)
+    assert results["idle-exit"]["result"] == "FAIL", proc.stdout + proc.stderr
+    assert "killed by SIGINT" in results["idle-exit"]["figure"]
+
+
+def test_pid_file_naming_a_process_outside_the_group_is_never_signalled(tmp_path):
+    """A stale PID file could name anyone: PID 1 here.  The tool refuses to
+    call the server ready (exit 2) rather than signal it."""
+    command = ["sh", "-c", 'echo 1 > "$1/server.pid"; exec "$0" "$2" "$3"',
+               PY, "{dir}", SLOW_START, "{port}"]
+    proc, _ = gracecheck(tmp_path, ONE_IDLE_EXIT + ["--pid-file", "{dir}/server.pid"], command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "PID 1 in" in proc.stderr and "not a process the command started" in proc.stderr
+
+
+@fixture_test
+def test_render_writes_the_configuration_into_dir_with_port_and_dir_filled_in(tmp_path):
+    template = tmp_path / "port.conf"
+    template.write_text("{port}\n{dir}\nevents { worker_connections 8; }\n")
+    # the server starts only if line 2 is its {dir} and other braces are kept
+    command = ["sh", "-c",
+               'test "$(sed -n 2p "$1/port.conf")" = "$1" || exit 9; '
+               'test "$(sed -n 3p "$1/port.conf")" = "events { worker_connections 8; }" || exit 9; '
+               'exec "$0" "$2" "$(head -1 "$1/port.conf")"',
+               PY, "{dir}", FIXTURE]
+    proc, results = gracecheck(tmp_path, ONE_IDLE_EXIT + ["--render", str(template)], command)
+    assert results["idle-exit"]["result"] == "PASS", proc.stdout + proc.stderr
+    # without the template nothing names {port}: a usage error
+    proc, _ = gracecheck(tmp_path, ONE_IDLE_EXIT, command)
+    assert proc.returncode == 2 and "{port}" in proc.stderr
+    proc, _ = gracecheck(tmp_path, ONE_IDLE_EXIT + ["--render", str(tmp_path / "nosuch")], command)
+    assert proc.returncode == 2 and "--render: no file" in proc.stderr
