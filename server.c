@@ -179,9 +179,6 @@ int main(int argc, char **argv)
 #define HANDSHAKE_WAIT_MS 1500
 #define HANDSHAKE_RECHECK_MS 5
 
-/* How long a successor started on SIGHUP may take to say it is ready. */
-#define RESTART_READY_TIMEOUT_MS 30000
-
 /* ------------------------------------------------------------------ */
 /* Time                                                               */
 /* ------------------------------------------------------------------ */
@@ -274,6 +271,7 @@ struct server {
     pthread_attr_t attr;            /* joinable; the stack is set per thread */
     struct conn_env env;            /* what every handler sees */
     size_t max_conns;
+    long long restart_timeout_ms;   /* a successor's time to say it is ready */
     int listen_fd;
     bool inherited;                 /* listen_fd was handed to us (restart.h) */
     sigset_t wait_mask;             /* the accept loop's, see signals_install */
@@ -460,7 +458,7 @@ static void begin_restart(struct server *srv, struct restart *r)
     } else if (restart_begin(r, &srv->self, srv->listen_fd, &failed) != 0) {
         log_line("SIGHUP: cannot restart: %s: %s", failed, strerror(errno));
     } else {
-        r->deadline_ms = now_ms() + RESTART_READY_TIMEOUT_MS;
+        r->deadline_ms = now_ms() + srv->restart_timeout_ms;
         log_line("SIGHUP: started %s as pid %d; waiting until it is ready",
                  srv->self.path, (int)r->pid);
     }
@@ -758,6 +756,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
     srv->drain_w = drain[1];
     srv->force_w = force[1];
     srv->max_conns = o->max_conns;
+    srv->restart_timeout_ms = o->restart_timeout_ms;
     srv->env = (struct conn_env){
         .data_dir_fd = data_dir_fd,
         .drain_fd = drain[0],

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import HOST, REPO, SERVER_BIN, bound, read_to_eof, wait_until
+from conftest import HOST, REPO, SERVER_BIN, bound, cpu_seconds, read_to_eof, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
 LISTENING = r"listening on 127\.0\.0\.1:(\d+)( \(inherited socket\))?"
@@ -296,6 +296,34 @@ def test_broken_binary_keeps_old_server_serving(family, tmp_path):
                       rf"exit status {status}; still serving", start)
         assert get(fam.port)[0] == 200
         assert fam.proc.poll() is None and fam.pid == fam.proc.pid
+
+    os.replace(good, binary)
+    assert fam.restart() == 0
+    assert get(fam.port)[0] == 200
+
+
+def test_successor_never_ready_is_stopped_at_the_restart_timeout(family, tmp_path):
+    """--restart-timeout 1: a new binary that starts but never says it is
+    ready is killed after a second; the old server says so, keeps serving
+    without spinning, and takes the next SIGHUP as a new restart."""
+    fam = family("--restart-timeout", "1")
+    binary = tmp_path / "server"
+    good = tmp_path / "server.good"
+    shutil.copy2(binary, good)
+    deploy(binary, b"#!/bin/sh\nexec sleep 60\n")     # alive, never ready
+
+    start = len(fam.lines)
+    cpu_before = cpu_seconds(fam.pid)
+    os.kill(fam.pid, signal.SIGHUP)
+    fam.wait_line(r"SIGHUP: started .* as pid \d+; waiting until it is ready", start)
+    t0 = time.monotonic()
+    fam.wait_line(r"restart failed: new server \(pid \d+\) was not ready in time, "
+                  r"killed by signal 9; still serving", start, timeout=bound(10))
+    waited = time.monotonic() - t0
+    assert 0.8 <= waited <= bound(3.0), waited
+    # Waiting was sleeping, not spinning.
+    assert cpu_seconds(fam.pid) - cpu_before < 0.5
+    assert get(fam.port)[0] == 200
 
     os.replace(good, binary)
     assert fam.restart() == 0
