@@ -62,15 +62,18 @@ TARGETS = {
         "http", sorted(str(p.relative_to(REPO)) for p in (REPO / "http").glob("*.c")
                        if p.name != "test.c"),
         (), ["make", "-s", "http/test", "CFLAGS=-O0 -g0"], ["./http/test"], 10),
-    # The shutdown path of the process: its phases, judged by the tests of
-    # the shutdown sequence and its races.
+    # The shutdown path of the process: its phases and the signal plumbing
+    # they rest on, judged by the tests of the shutdown sequence and its
+    # races (on pytest-xdist workers, stopping at the first failure).
     "shutdown": Target(
-        "shutdown", ["server.c"],
-        ("accept_loop", "stop_accepting", "take_in_backlog", "begin_drain",
-         "wait_for_connections", "cut_remaining", "join_all", "reap_finished",
-         "live_count", "let_pending_signals_in", "on_shutdown_signal", "main"),
+        "shutdown", ["server.c", "process/signals.c"],
+        ("main", "cutting_signal", "is_cutting_signal", "reap_finished", "live_count",
+         "serve", "take_in_backlog", "stop_accepting", "begin_drain",
+         "wait_for_connections", "cut_remaining", "join_remaining",
+         "on_shutdown_signal", "signals_install", "signals_let_pending_in",
+         "signals_shutdown_count"),
         ["make", "-s", "server", "server-race", "CFLAGS=-O1 -g0"],
-        [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+        [PYTHON, "-m", "pytest", "-q", "-x", "-n", "4", "-p", "no:cacheprovider",
          "tests/test_shutdown.py", "tests/test_race.py"], 300),
 }
 
