@@ -4,8 +4,9 @@
  * fraction of a second (`make unit`; `make test` runs it before pytest).
  *
  * Table-driven, like picohttpparser's test.c: a row is an input and what it
- * must give.  Each input is copied into a buffer of exactly its size, so a
- * read past the end shows under ASan or valgrind.  Beyond each row's
+ * must give.  Each input is copied to the very end of a mapped page, before
+ * a page mapped with no access, so a read past the end is a crash, with or
+ * without ASan (the mutation sweep builds without it).  Beyond each row's
  * verdict, two promises are checked on every row:
  *   - the head parser decides on bytes already seen: every prefix of an
  *     input gives PARTIAL, or the very error the whole input gives, and
@@ -18,7 +19,7 @@
  * Prints a line per failure and, last, "N passed, M failed"; exits 1 if
  * any check failed.
  */
-#define _POSIX_C_SOURCE 200809L /* st_mtim */
+#define _DEFAULT_SOURCE /* st_mtim, MAP_ANONYMOUS */
 
 #include "chunked.h"
 #include "conditional.h"
@@ -32,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -49,17 +52,34 @@ static bool check(bool ok, int line, const char *what, const char *detail)
 
 #define CHECK(ok, what) check((ok), __LINE__, (what), "")
 
-/* A copy of s[0..n) in a block of exactly n bytes (see the top). */
+/* The pages that hold n bytes, and the no-access page after them. */
+static size_t pages_for(size_t n, size_t *page)
+{
+    *page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + *page - 1) / *page * *page;
+}
+
+/* A copy of s[0..n) that ends where a no-access page begins (see the top);
+ * give it back with release(p, n). */
 static char *exact_copy(const char *s, size_t n)
 {
-    char *p = malloc(n ? n : 1);
+    size_t page, span = pages_for(n, &page);
+    char *base = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
 
-    if (p == NULL) {
-        perror("malloc");
+    if (base == MAP_FAILED || mprotect(base + span, page, PROT_NONE) != 0) {
+        perror("mmap");
         exit(2);
     }
-    memcpy(p, s, n);
-    return p;
+    memcpy(base + span - n, s, n);
+    return base + span - n;
+}
+
+static void release(char *p, size_t n)
+{
+    size_t page, span = pages_for(n, &page);
+
+    munmap(p + n - span, span + page);
 }
 
 /* ------------------------------------------------------------------ */
@@ -194,7 +214,7 @@ static enum http_parse_result parse(const char *s, size_t n, struct http_request
     enum http_parse_result r = http_parse_request(buf, n, req, status);
     /* The caller only looks at scalar fields after this: the pointers
      * into buf are checked in parse_fields below. */
-    free(buf);
+    release(buf, n);
     return r;
 }
 
@@ -234,7 +254,7 @@ static void test_parse_case(const struct parse_case *c, size_t n)
     snprintf(detail, sizeof detail, "resumed byte by byte: got %d/%d", (int)p, status);
     check(p == r && (p != HTTP_PARSE_ERROR || status == c->status) &&
           (p != HTTP_PARSE_DONE || req.head_len == n), __LINE__, c->rule, detail);
-    free(buf);
+    release(buf, n);
 }
 
 /* A head of `fields` header lines "X-N: v", each of value_len bytes. */
@@ -336,7 +356,7 @@ static void test_parse_fields(void)
     CHECK(req.range != NULL && req.range_len == 0,
           "fields: a field sent twice keeps an empty value");
     CHECK(req.if_modified_since == NULL && req.if_range == NULL, "fields: absent fields are NULL");
-    free(buf);
+    release(buf, n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -442,7 +462,7 @@ static void decode(const char *in, size_t len, long long max_body, size_t piece,
         o->r = http_chunked_decode(&d, buf, n, buf, &got, &used, &o->status);
         if (o->out_len + got <= sizeof o->out)
             memcpy(o->out + o->out_len, buf, got);
-        free(buf);
+        release(buf, n);
         o->out_len += got;
         o->end += used;
         if (o->r != HTTP_PARSE_PARTIAL)
@@ -577,7 +597,7 @@ static void test_dates(void)
         const struct date_case *c = &date_cases[i];
         char *s = exact_copy(c->text, strlen(c->text));
         time_t t = http_parse_date(s, strlen(c->text));
-        free(s);
+        release(s, strlen(c->text));
         check(t == c->t, __LINE__, c->rule, c->text);
     }
     http_format_date(NOV_6_1994, out);
