@@ -484,11 +484,21 @@ static const struct chunk_case chunk_cases[] = {
     GOOD("one chunk", "5\r\nhello\r\n0\r\n\r\n", "hello"),
     GOOD("several chunks", "2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", "hello"),
     GOOD("an empty body", "0\r\n\r\n", ""),
+    /* chunk-size = 1*HEXDIG, either case (9112 7.1; 9110 5.6.1's HEXDIG). */
     GOOD("upper-case hex", "A\r\n0123456789\r\n0\r\n\r\n", "0123456789"),
+    GOOD("lower-case hex", "a\r\n0123456789\r\n0\r\n\r\n", "0123456789"),
+    GOOD("the digit 9", "9\r\n012345678\r\n0\r\n\r\n", "012345678"),
+    GOOD("the hex digit F", "F\r\n0123456789abcde\r\n0\r\n\r\n", "0123456789abcde"),
+    GOOD("two hex digits: 0x1f is 31", "1f\r\n0123456789abcdef0123456789abcde\r\n0\r\n\r\n",
+         "0123456789abcdef0123456789abcde"),
     GOOD("16 hex digits, leading zeros", "0000000000000002\r\nhi\r\n0\r\n\r\n", "hi"),
     GOOD("an extension name is ignored", "2;a\r\nhi\r\n0\r\n\r\n", "hi"),
     GOOD("an extension with a token value", "2;a=b;c=d\r\nhi\r\n0;e\r\n\r\n", "hi"),
     GOOD("an extension with a quoted value", "2;a=\"x \\\" y\"\r\nhi\r\n0\r\n\r\n", "hi"),
+    /* qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (9110 5.6.4). */
+    GOOD("a quoted value of qdtext at the edges of its ranges",
+         "2;a=\"\t !#[]~\x80\xff\"\r\nhi\r\n0\r\n\r\n", "hi"),
+    GOOD("a quoted value with an escaped backslash", "2;a=\"\\\\\"\r\nhi\r\n0\r\n\r\n", "hi"),
     GOOD("trailer fields are discarded", "2\r\nhi\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n", "hi"),
     { "what follows the body is not used", "0\r\n\r\nGET", BIG, HTTP_PARSE_DONE, 0, "", 5 },
     { "a body that stops before the last chunk is partial", "5\r\nhel", BIG, HTTP_PARSE_PARTIAL, 0,
@@ -516,6 +526,8 @@ static const struct chunk_case chunk_cases[] = {
     BAD("an extension name not a token is 400", "2;@\r\nhi\r\n0\r\n\r\n"),
     BAD("an empty extension value is 400", "2;a=\r\nhi\r\n0\r\n\r\n"),
     BAD("a control byte in an extension is 400", "2;a=\"\x01\"\r\nhi\r\n0\r\n\r\n"),
+    BAD("DEL in a quoted value is 400", "2;a=\"\x7f\"\r\nhi\r\n0\r\n\r\n"),
+    BAD("a control byte after a backslash is 400", "2;a=\"\\\x01\"\r\nhi\r\n0\r\n\r\n"),
     BAD("a LF in an extension is 400", "2;a\nb\r\nhi\r\n0\r\n\r\n"),
     BAD("a CR in an extension is 400", "2;a\rb\r\nhi\r\n0\r\n\r\n"),
     BAD("whitespace before ';' is 400", "2 ;a\r\nhi\r\n0\r\n\r\n"),
@@ -528,6 +540,8 @@ static const struct chunk_case chunk_cases[] = {
       HTTP_PARSE_ERROR, 413, "", 0 },
     { "a body of exactly max_body passes", "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", 10,
       HTTP_PARSE_DONE, 0, "helloworld", 25 },
+    { "a negative max_body is 0: one byte is 413", "1\r\nx\r\n0\r\n\r\n", -1, HTTP_PARSE_ERROR,
+      413, "", 0 },
     { "the largest size over any limit is 413", "ffffffffffffffff\r\n", BIG, HTTP_PARSE_ERROR, 413,
       "", 0 },
 };
@@ -630,6 +644,30 @@ static void test_chunk_limits(void)
     p += sprintf(p, "\r\nx\r\n0\r\n\r\n");
     decode(body, (size_t)(p - body), BIG, 0, 0, &o);
     CHECK(o.r == HTTP_PARSE_ERROR && o.status == 400, "a chunk-size line of 1025 bytes, its CR included, is 400");
+    /* The same, when the line ends in a quoted value: its CR counts too. */
+    p = body;
+    p += sprintf(p, "1;a=\"");
+    memset(p, 'a', HTTP_CHUNK_LINE_MAX - 7);
+    p += HTTP_CHUNK_LINE_MAX - 7;
+    p += sprintf(p, "\"\r\nx\r\n0\r\n\r\n");
+    decode(body, (size_t)(p - body), BIG, 0, 0, &o);
+    CHECK(o.r == HTTP_PARSE_DONE, "a size line of 1024 bytes ending in a quoted value passes");
+    p = body;
+    p += sprintf(p, "1;a=\"");
+    memset(p, 'a', HTTP_CHUNK_LINE_MAX - 6);
+    p += HTTP_CHUNK_LINE_MAX - 6;
+    p += sprintf(p, "\"\r\nx\r\n0\r\n\r\n");
+    decode(body, (size_t)(p - body), BIG, 0, 0, &o);
+    CHECK(o.r == HTTP_PARSE_ERROR && o.status == 400,
+          "a size line of 1025 bytes ending in a quoted value is 400");
+    /* Each size line is measured from its own start. */
+    p = body;
+    p += sprintf(p, "1\r\nx\r\n1;");
+    memset(p, 'a', HTTP_CHUNK_LINE_MAX - 3);
+    p += HTTP_CHUNK_LINE_MAX - 3;
+    p += sprintf(p, "\r\nx\r\n0\r\n\r\n");
+    decode(body, (size_t)(p - body), BIG, 0, 0, &o);
+    CHECK(o.r == HTTP_PARSE_DONE, "a second size line of 1024 bytes passes");
     /* Trailers: 100 fields pass, 101 are 431; over 16 KiB is 431. */
     p = body;
     p += sprintf(p, "0\r\n");
@@ -646,6 +684,20 @@ static void test_chunk_limits(void)
     p += HTTP_HEAD_MAX;
     decode(body, (size_t)(p - body), BIG, 0, 0, &o);
     CHECK(o.r == HTTP_PARSE_ERROR && o.status == 431, "trailers over 16 KiB are 431");
+    /* Exactly: the trailer lines, their CRLFs and the final CR count (16 KiB
+     * at most); "T: " and its CRLF are 5 bytes, the final CR 1. */
+    for (size_t v = HTTP_HEAD_MAX - 6; v <= HTTP_HEAD_MAX - 5; v++) {
+        p = body;
+        p += sprintf(p, "0\r\nT: ");
+        memset(p, 'v', v);
+        p += v;
+        p += sprintf(p, "\r\n\r\n");
+        decode(body, (size_t)(p - body), BIG, 0, 0, &o);
+        CHECK(v == HTTP_HEAD_MAX - 6 ? o.r == HTTP_PARSE_DONE
+                                     : o.r == HTTP_PARSE_ERROR && o.status == 431,
+              v == HTTP_HEAD_MAX - 6 ? "a trailer section of exactly 16 KiB passes"
+                                     : "a trailer section of 16 KiB + 1 is 431");
+    }
     /* After DONE or ERROR, more input is an error. */
     struct http_chunked d;
     char buf[] = "0\r\n\r\n";
@@ -656,6 +708,15 @@ static void test_chunk_limits(void)
           "a finished decoder: done");
     CHECK(http_chunked_decode(&d, buf, 1, buf, &got, &used, &status) == HTTP_PARSE_ERROR,
           "a finished decoder takes no more input");
+    char lf[] = "\n";
+    CHECK(http_chunked_decode(&d, lf, 1, lf, &got, &used, &status) == HTTP_PARSE_ERROR,
+          "a finished decoder takes no more input, not even another LF");
+    char bad[] = "X", good[] = "0\r\n\r\n";
+    http_chunked_init(&d, BIG);
+    CHECK(http_chunked_decode(&d, bad, 1, bad, &got, &used, &status) == HTTP_PARSE_ERROR,
+          "a failed decoder: failed");
+    CHECK(http_chunked_decode(&d, good, 5, good, &got, &used, &status) == HTTP_PARSE_ERROR,
+          "a failed decoder takes no more input, not even a good body");
 }
 
 /* ------------------------------------------------------------------ */
