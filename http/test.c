@@ -739,6 +739,14 @@ static const struct date_case date_cases[] = {
     { "the epoch", "Thu, 01 Jan 1970 00:00:00 GMT", 0 },
     { "a leap second is accepted", "Sat, 31 Dec 2016 23:59:60 GMT", 1483228800 },
     { "day names are not checked", "Mon, 06 Nov 1994 08:49:37 GMT", NOV_6_1994 },
+    { "a day name is any letters, A to z", "AZz, 06 Nov 1994 08:49:37 GMT", NOV_6_1994 },
+    { "RFC 850: a day name is any letters, A to z", "AZzday, 06-Nov-94 08:49:37 GMT", NOV_6_1994 },
+    { "a digit where the day name goes", "1un, 06 Nov 1994 08:49:37 GMT", -1 },
+    { "RFC 850: a digit in the day name", "1unday, 06-Nov-94 08:49:37 GMT", -1 },
+    { "RFC 850: a day name of 5 letters", "Monda, 06-Nov-94 08:49:37 GMT", -1 },
+    { "a day name alone", "Sunday", -1 },
+    { "a month matching two letters of one", "Sun, 06 Nox 1994 08:49:37 GMT", -1 },
+    { "second 61", "Sun, 06 Nov 1994 08:49:61 GMT", -1 },
     { "not GMT", "Sun, 06 Nov 1994 08:49:37 UTC", -1 },
     { "day 32", "Sun, 32 Nov 1994 08:49:37 GMT", -1 },
     { "day 0", "Sun, 00 Nov 1994 08:49:37 GMT", -1 },
@@ -771,6 +779,13 @@ static void test_dates(void)
     CHECK(out[0] == '\0', "format: no clock, no Date");
     http_format_date((time_t)253402300800LL, out);     /* year 10000 */
     CHECK(out[0] == '\0', "format: a year past 9999 gives no Date");
+    /* IMF-fixdate's year is 4DIGIT (9110 5.6.7): 1000 to 9999. */
+    http_format_date((time_t)253402300799LL, out);
+    CHECK(strcmp(out, "Fri, 31 Dec 9999 23:59:59 GMT") == 0, "format: the last second of 9999");
+    http_format_date((time_t)-30610224000LL, out);
+    CHECK(strcmp(out, "Wed, 01 Jan 1000 00:00:00 GMT") == 0, "format: the first second of 1000");
+    http_format_date((time_t)-30610224001LL, out);
+    CHECK(out[0] == '\0', "format: a year before 1000 gives no Date");
     time_t now = time(NULL);
     http_format_date(now, out);
     CHECK(http_parse_date(out, strlen(out)) == now, "format then parse: the same second");
@@ -818,6 +833,10 @@ static const struct cond_case cond_cases[] = {
       0, 1000 },
     { "If-None-Match: an unquoted tag matches nothing",
       "If-None-Match: 42-1000-784111777000000005\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
+    { "If-None-Match: an empty tag, then the current one", "If-None-Match: \"\", " ETAG "\r\n",
+      false, HTTP_ANSWER_NOT_MODIFIED, 0, 1000 },
+    { "If-None-Match: W without / is no weak prefix", "If-None-Match: WX" ETAG "\r\n", false,
+      HTTP_ANSWER_FULL, 0, 1000 },
     { "If-None-Match sent twice never matches",
       "If-None-Match: " ETAG "\r\nIf-None-Match: " ETAG "\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
     { "If-Modified-Since sent twice never matches",
@@ -843,6 +862,10 @@ static const struct cond_case cond_cases[] = {
     { "Range a-b", "Range: bytes=0-9\r\n", false, HTTP_ANSWER_PART, 0, 10 },
     { "Range a-", "Range: bytes=990-\r\n", false, HTTP_ANSWER_PART, 990, 10 },
     { "Range -n", "Range: bytes=-10\r\n", false, HTTP_ANSWER_PART, 990, 10 },
+    { "Range -1: the last byte", "Range: bytes=-1\r\n", false, HTTP_ANSWER_PART, 999, 1 },
+    { "Range 0-0: the first byte", "Range: bytes=0-0\r\n", false, HTTP_ANSWER_PART, 0, 1 },
+    { "Range a-b, b the size: to the end", "Range: bytes=990-1000\r\n", false, HTTP_ANSWER_PART,
+      990, 10 },
     { "Range -n longer than the file", "Range: bytes=-2000\r\n", false, HTTP_ANSWER_PART, 0,
       1000 },
     { "Range a-b past the end", "Range: bytes=500-5000\r\n", false, HTTP_ANSWER_PART, 500, 500 },
@@ -889,32 +912,125 @@ static struct stat test_file(void)
     return st;
 }
 
+/* A file last modified at the epoch, and its tag: dates of 0 are valid. */
+#define EPOCH "Thu, 01 Jan 1970 00:00:00 GMT"
+#define EPOCH_ETAG "\"42-1000-0\""
+
+static const struct cond_case epoch_cases[] = {
+    { "the epoch: no conditions is the whole file", "", false, HTTP_ANSWER_FULL, 0, 1000 },
+    { "the epoch: If-Modified-Since the epoch is 304", "If-Modified-Since: " EPOCH "\r\n", false,
+      HTTP_ANSWER_NOT_MODIFIED, 0, 1000 },
+    { "the epoch: If-Range with the epoch is 206", "Range: bytes=0-9\r\nIf-Range: " EPOCH "\r\n",
+      false, HTTP_ANSWER_PART, 0, 10 },
+    { "the epoch: If-Range with another tag is 200",
+      "Range: bytes=0-9\r\nIf-Range: \"x\"\r\n", false, HTTP_ANSWER_FULL, 0, 1000 },
+};
+
+/* Read the conditions of a GET (or HEAD) of FILE_HEAD with these fields
+ * into *cond, and decide.  *cond is the caller's, and may hold an earlier
+ * request's conditions: nothing of them may show. */
+static enum http_file_answer answer_for(const char *fields, bool head, struct http_conditions *cond,
+                                        const struct stat *st, const char *etag, long long *first,
+                                        long long *len)
+{
+    char buf[1024];
+    struct http_request req;
+    int status;
+
+    snprintf(buf, sizeof buf, "%s%s%s\r\n", head ? "HEAD" : "GET", FILE_HEAD + 3, fields);
+    if (!CHECK(http_parse_request(buf, strlen(buf), &req, &status) == HTTP_PARSE_DONE,
+               "the head parses"))
+        return (enum http_file_answer)-1;
+    http_read_conditions(&req, cond);
+    memset(buf, 'x', sizeof buf);           /* the head's bytes are gone */
+    *first = *len = -7;                     /* whatever the caller had */
+    return http_decide_file_answer(cond, st, etag, first, len);
+}
+
+static void test_cond_cases(const struct cond_case *cases, size_t count, const struct stat *st)
+{
+    char etag[HTTP_ETAG_MAX], detail[96];
+    struct http_conditions cond;            /* one for all, as each row must set it all */
+
+    http_format_etag(st, etag, sizeof etag);
+    for (size_t i = 0; i < count; i++) {
+        const struct cond_case *c = &cases[i];
+        long long first, len;
+        enum http_file_answer a = answer_for(c->fields, c->head, &cond, st, etag, &first, &len);
+        snprintf(detail, sizeof detail, "got %d [%lld, +%lld), want %d [%lld, +%lld)", (int)a,
+                 first, len, (int)c->answer, c->first, c->len);
+        /* [first, first + len) is what is sent: 416 sends nothing. */
+        check(a == c->answer &&
+              (a == HTTP_ANSWER_UNSATISFIABLE || (first == c->first && len == c->len)),
+              __LINE__, c->rule, detail);
+    }
+}
+
 static void test_conditions(void)
 {
-    struct stat st = test_file();
-    char etag[HTTP_ETAG_MAX], head[1024], detail[96];
+    struct stat st = test_file(), epoch = test_file();
+    char etag[HTTP_ETAG_MAX];
+    struct http_conditions cond;
+    long long first, len;
 
     http_format_etag(&st, etag, sizeof etag);
     CHECK(strcmp(etag, ETAG) == 0, "ETag: inode, size and mtime in ns");
-    for (size_t i = 0; i < sizeof cond_cases / sizeof cond_cases[0]; i++) {
-        const struct cond_case *c = &cond_cases[i];
-        struct http_request req;
-        struct http_conditions cond;
-        long long first, len;
-        int status;
-        snprintf(head, sizeof head, "%s%s%s\r\n", c->head ? "HEAD" : "GET",
-                 FILE_HEAD + 3, c->fields);
-        if (!check(http_parse_request(head, strlen(head), &req, &status) == HTTP_PARSE_DONE,
-                   __LINE__, c->rule, "the head parses"))
-            continue;
-        http_read_conditions(&req, &cond);
-        memset(head, 'x', sizeof head);     /* the head's bytes are gone */
-        enum http_file_answer a = http_decide_file_answer(&cond, &st, etag, &first, &len);
-        snprintf(detail, sizeof detail, "got %d [%lld, +%lld), want %d [%lld, +%lld)", (int)a,
-                 first, len, (int)c->answer, c->first, c->len);
-        check(a == c->answer && (a != HTTP_ANSWER_PART || (first == c->first && len == c->len)),
-              __LINE__, c->rule, detail);
+    test_cond_cases(cond_cases, sizeof cond_cases / sizeof cond_cases[0], &st);
+    epoch.st_mtim.tv_sec = 0;
+    epoch.st_mtim.tv_nsec = 0;
+    http_format_etag(&epoch, etag, sizeof etag);
+    CHECK(strcmp(etag, EPOCH_ETAG) == 0, "ETag: at the epoch");
+    test_cond_cases(epoch_cases, sizeof epoch_cases / sizeof epoch_cases[0], &epoch);
+
+    /* A request's conditions leave nothing behind for the next one. */
+    http_format_etag(&st, etag, sizeof etag);
+    answer_for("Range: bytes=0-9\r\nIf-Range: " ETAG "\r\n", false, &cond, &st, etag, &first, &len);
+    CHECK(answer_for("Range: bytes=0-9\r\nIf-Range: Sun, 06 Nov 1994 08:49:38 GMT\r\n", false,
+                     &cond, &st, etag, &first, &len) == HTTP_ANSWER_FULL,
+          "If-Range: another date after a request whose If-Range had the tag: 200");
+    answer_for("Range: bytes=0-9\r\nIf-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n", false, &cond,
+               &st, etag, &first, &len);
+    CHECK(answer_for("Range: bytes=0-9\r\nIf-Range: \"x\"\r\n", false, &cond, &st, etag, &first,
+                     &len) == HTTP_ANSWER_FULL,
+          "If-Range: another tag after a request whose If-Range had the date: 200");
+
+    /* If-None-Match is kept up to HTTP_IF_NONE_MATCH_MAX - 1 bytes; a
+     * longer one is ignored, whatever it holds. */
+    for (size_t n = HTTP_IF_NONE_MATCH_MAX - 1; n <= HTTP_IF_NONE_MATCH_MAX; n++) {
+        char fields[512], pad[HTTP_IF_NONE_MATCH_MAX];
+        size_t k = n - (sizeof ETAG - 1) - 4;  /* "pad", ETAG */
+        memset(pad, 'p', k);
+        pad[k] = '\0';
+        snprintf(fields, sizeof fields, "If-None-Match: \"%s\", %s\r\n", pad, ETAG);
+        enum http_file_answer a = answer_for(fields, false, &cond, &st, etag, &first, &len);
+        CHECK(n < HTTP_IF_NONE_MATCH_MAX ? a == HTTP_ANSWER_NOT_MODIFIED : a == HTTP_ANSWER_FULL,
+              n < HTTP_IF_NONE_MATCH_MAX ? "If-None-Match of 159 bytes naming the tag: 304"
+                                         : "If-None-Match of 160 bytes is ignored: 200");
     }
+    {
+        char fields[512], pad[256];
+        memset(pad, 'p', 200);
+        pad[200] = '\0';
+        snprintf(fields, sizeof fields, "If-None-Match: *, \"%s\"\r\n", pad);
+        CHECK(answer_for(fields, false, &cond, &st, etag, &first, &len) == HTTP_ANSWER_FULL,
+              "If-None-Match too long to keep is ignored, even starting with *");
+    }
+
+    /* If-Modified-Since: now is not in the future (9110 13.1.3).  Tried
+     * until the clock does not tick during the decision. */
+    bool decided = false;
+    for (int tries = 0; tries < 5 && !decided; tries++) {
+        char fields[128], date[HTTP_DATE_LEN + 1];
+        time_t now = time(NULL);
+        http_format_date(now, date);
+        snprintf(fields, sizeof fields, "If-Modified-Since: %s\r\n", date);
+        enum http_file_answer a = answer_for(fields, false, &cond, &st, etag, &first, &len);
+        if (time(NULL) == now) {
+            decided = true;
+            CHECK(a == HTTP_ANSWER_NOT_MODIFIED, "If-Modified-Since: now is 304");
+        }
+    }
+    CHECK(decided, "If-Modified-Since: now could be tried within a second");
 
     char out[256];
     CHECK(http_format_file_headers(HTTP_ANSWER_PART, etag, &st, 990, 10, out, sizeof out) &&
@@ -931,6 +1047,28 @@ static void test_conditions(void)
           "304 headers: validators only");
     CHECK(!http_format_file_headers(HTTP_ANSWER_FULL, etag, &st, 0, 1000, out, 40),
           "headers that do not fit say so");
+
+    /* Numbers are written as they are, one digit when one is enough. */
+    struct stat small = test_file();
+    small.st_ino = 7;
+    small.st_size = 5;
+    small.st_mtim.tv_sec = 0;
+    small.st_mtim.tv_nsec = 3;
+    http_format_etag(&small, etag, sizeof etag);
+    CHECK(strcmp(etag, "\"7-5-3\"") == 0, "ETag: single digits, unpadded");
+    CHECK(http_format_file_headers(HTTP_ANSWER_PART, etag, &small, 0, 1, out, sizeof out) &&
+          strcmp(out, "ETag: \"7-5-3\"\r\nLast-Modified: " EPOCH "\r\n"
+                      "Accept-Ranges: bytes\r\nContent-Range: bytes 0-0/5\r\n") == 0,
+          "206 headers: single digits, unpadded");
+    char tiny[5] = "xxxx";
+    http_format_etag(&small, tiny, sizeof tiny);
+    CHECK(tiny[0] == '\0', "an ETag that does not fit is empty");
+    /* A date an IMF-fixdate cannot write: no Last-Modified at all. */
+    struct stat far = test_file();
+    far.st_mtim.tv_sec = (time_t)253402300800LL;     /* year 10000 */
+    CHECK(http_format_file_headers(HTTP_ANSWER_FULL, "\"t\"", &far, 0, 1000, out, sizeof out) &&
+          strcmp(out, "ETag: \"t\"\r\nAccept-Ranges: bytes\r\n") == 0,
+          "a modification time past 9999: no Last-Modified");
 }
 
 /* ------------------------------------------------------------------ */
