@@ -937,7 +937,7 @@ static enum http_file_answer answer_for(const char *fields, bool head, struct ht
     struct http_request req;
     int status;
 
-    snprintf(buf, sizeof buf, "%s%s%s\r\n", head ? "HEAD" : "GET", FILE_HEAD + 3, fields);
+    snprintf(buf, sizeof buf, "%s%s%s\r\n", head ? "HEAD" : "GET", &FILE_HEAD[3], fields);
     if (!CHECK(http_parse_request(buf, strlen(buf), &req, &status) == HTTP_PARSE_DONE,
                "the head parses"))
         return (enum http_file_answer)-1;
