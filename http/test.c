@@ -708,7 +708,9 @@ static void test_chunk_limits(void)
           "a finished decoder: done");
     CHECK(http_chunked_decode(&d, buf, 1, buf, &got, &used, &status) == HTTP_PARSE_ERROR,
           "a finished decoder takes no more input");
-    char lf[] = "\n";
+    char again[] = "0\r\n\r\n", lf[] = "\n";
+    http_chunked_init(&d, BIG);
+    (void)http_chunked_decode(&d, again, 5, again, &got, &used, &status);
     CHECK(http_chunked_decode(&d, lf, 1, lf, &got, &used, &status) == HTTP_PARSE_ERROR,
           "a finished decoder takes no more input, not even another LF");
     char bad[] = "X", good[] = "0\r\n\r\n";
