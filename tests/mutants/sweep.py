@@ -110,6 +110,8 @@ EQUIVALENT = {
         'last is only compared < 0 unless parse_range wrote it',
     ('http/conditional.c', 'cond->suffix = -1;', 'constant', 'cond->suffix = -2;'):
         'suffix is only compared >= 0 unless parse_range wrote it',
+    ('http/conditional.c', "cond->range_tag[0] = '\\0';", 'constant', "cond->range_tag[1] = '\\0';"):
+        'range_tag is only compared with an etag of 7+ bytes (http_format_etag always fits HTTP_ETAG_MAX): one stale byte equals it no more than "" does',
     ('http/conditional.c', 'cond->range_date = -1;', 'constant', 'cond->range_date = -2;'):
         'range_date is compared < 0 before anything else',
     ('http/conditional.c', 'if (cond->if_range && req->if_range_len > 0 && req->if_range[0] == \'"\')', 'constant', 'if (cond->if_range && req->if_range_len > 1 && req->if_range[0] == \'"\')'):
