@@ -81,7 +81,131 @@ TARGETS = {
 # operator, replacement) -> why the program is the same.  Line numbers move;
 # the text of the line does not, unless the code changes, and then the
 # mutant must be judged again.
-EQUIVALENT = {}
+EQUIVALENT = {
+    # http/ (docs/mutation-sweep.md): judged by reading, each true for every input.
+    ('http/chunked.c', 'd->max_body = max_body < 0 ? 0 : max_body;', 'constant', 'd->max_body = max_body < 1 ? 0 : max_body;'):
+        'only max_body 0 is judged otherwise, and it gives 0 either way',
+    ('http/chunked.c', 'd->max_body = max_body < 0 ? 0 : max_body;', 'flip', 'd->max_body = max_body <= 0 ? 0 : max_body;'):
+        'only max_body 0 is judged otherwise, and it gives 0 either way',
+    ('http/chunked.c', 'return -1;', 'constant', 'return -2;'):
+        "hex_value's only caller tests digit >= 0",
+    ('http/chunked.c', 'd->token_len = 1;       /* the quoted string was the token */', 'constant', 'd->token_len = 2;       /* the quoted string was the token */'):
+        'chunk_token_end only tests token_len == 0, then zeroes it',
+    ('http/chunked.c', '*used = 0;', 'constant', '*used = 1;'):
+        'every return of http_chunked_decode sets *used = i first',
+    ('http/chunked.c', '*used = 0;', 'drop', ';'):
+        'every return of http_chunked_decode sets *used = i first',
+    ('http/chunked.c', 'if (n > d->size)', 'flip', 'if (n >= d->size)'):
+        'when n == size, n = size changes nothing',
+    ('http/conditional.c', 'if (n <= u || strncasecmp(s, unit, u) != 0)', 'flip', 'if (n < u || strncasecmp(s, unit, u) != 0)'):
+        'n == u leaves 0 bytes after "bytes=": memchr finds no \'-\', and it returns all the same',
+    ('http/conditional.c', "cond->none_match[0] = '\\0';", 'constant', "cond->none_match[1] = '\\0';"):
+        'none_match is read only when if_none_match, and then copy_value has written it',
+    ('http/conditional.c', "cond->none_match[0] = '\\0';", 'drop', ';'):
+        'none_match is read only when if_none_match, and then copy_value has written it',
+    ('http/conditional.c', 'cond->if_modified_since = req->if_modified_since == NULL ? -1 :', 'constant', 'cond->if_modified_since = req->if_modified_since == NULL ? -2 :'):
+        'if_modified_since is only compared >= 0',
+    ('http/conditional.c', 'cond->first = 0;', 'constant', 'cond->first = 1;'):
+        'first is read only when range is set, and then parse_range wrote it or suffix >= 0 takes the other branch',
+    ('http/conditional.c', 'cond->first = 0;', 'drop', ';'):
+        'first is read only when range is set, and then parse_range wrote it or suffix >= 0 takes the other branch',
+    ('http/conditional.c', 'cond->last = -1;', 'constant', 'cond->last = -2;'):
+        'last is only compared < 0 unless parse_range wrote it',
+    ('http/conditional.c', 'cond->suffix = -1;', 'constant', 'cond->suffix = -2;'):
+        'suffix is only compared >= 0 unless parse_range wrote it',
+    ('http/conditional.c', "cond->range_tag[0] = '\\0';", 'constant', "cond->range_tag[1] = '\\0';"):
+        'range_tag is only compared with an etag of 7+ bytes (http_format_etag always fits HTTP_ETAG_MAX): one stale byte equals it no more than "" does',
+    ('http/conditional.c', 'cond->range_date = -1;', 'constant', 'cond->range_date = -2;'):
+        'range_date is compared < 0 before anything else',
+    ('http/conditional.c', 'if (cond->if_range && req->if_range_len > 0 && req->if_range[0] == \'"\')', 'constant', 'if (cond->if_range && req->if_range_len > 1 && req->if_range[0] == \'"\')'):
+        'a 1-byte If-Range is neither the tag nor a date: 200 either way',
+    ('http/conditional.c', 'http_text_uint(&t, (unsigned long long)st->st_ino, 1);', 'constant', 'http_text_uint(&t, (unsigned long long)st->st_ino, 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+    ('http/conditional.c', 'http_text_uint(&t, (unsigned long long)st->st_size, 1);', 'constant', 'http_text_uint(&t, (unsigned long long)st->st_size, 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+    ('http/conditional.c', '(unsigned long long)st->st_mtim.tv_nsec, 1);', 'constant', '(unsigned long long)st->st_mtim.tv_nsec, 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+    ('http/conditional.c', 'http_text_uint(&t, (unsigned long long)first, 1);', 'constant', 'http_text_uint(&t, (unsigned long long)first, 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+    ('http/conditional.c', 'http_text_uint(&t, (unsigned long long)(first + len - 1), 1);', 'constant', 'http_text_uint(&t, (unsigned long long)(first + len - 1), 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+    ('http/conditional.c', '*len = cond->suffix < size ? cond->suffix : size;', 'flip', '*len = cond->suffix <= size ? cond->suffix : size;'):
+        'suffix == size gives size either way',
+    ('http/conditional.c', 'char modified[HTTP_DATE_LEN + 1];', 'constant', 'char modified[HTTP_DATE_LEN + 2];'):
+        'one byte more than http_format_date ever writes',
+    ('http/date.c', 'static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };', 'constant', 'static const char days[8][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };', 'constant', 'static const char days[7][3] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };', 'constant', 'static const char days[7][5] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",', 'constant', 'static const char months[13][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",', 'constant', 'static const char months[12][5] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",', 'constant', 'static const char months[12][3] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",'):
+        'only the first 3 bytes of a name are copied, and tm_wday < 7, tm_mon < 12: the sizes change nothing read',
+    ('http/date.c', 'struct http_text x = { .p = out, .end = out + HTTP_DATE_LEN + 1 };', 'constant', 'struct http_text x = { .p = out, .end = out + HTTP_DATE_LEN + 2 };'):
+        'the date is always 29 bytes and its NUL: the year is held to 4 digits above',
+    ('http/date.c', 'tm.tm_year > 9999 - 1900)', 'constant', 'tm.tm_year > 10000 - 1900)'):
+        'a year of 10000 or more is 5+ digits, overflows the 30 bytes, and gives "" anyway',
+    ('http/date.c', 'tm.tm_year > 9999 - 1900)', 'constant', 'tm.tm_year > 9999 - 1899)'):
+        'a year of 10000 or more is 5+ digits, overflows the 30 bytes, and gives "" anyway',
+    ('http/date.c', 'http_text_uint(&x, (unsigned)(tm.tm_year + 1900), 4);', 'constant', 'http_text_uint(&x, (unsigned)(tm.tm_year + 1900), 3);'):
+        'the year is 1000..9999: 4 digits with width 3 too',
+    ('http/date.c', 'int v[5] = { 0 };       /* day, year, hour, minute, second */', 'constant', 'int v[6] = { 0 };       /* day, year, hour, minute, second */'):
+        'a sixth int is never written nor read',
+    ('http/date.c', 'for (size_t k = 0; month != NULL && k + 3 <= sizeof months - 1 && m == NULL; k += 3)', 'constant', 'for (size_t k = 0; month != NULL && k + 2 <= sizeof months - 1 && m == NULL; k += 3)'):
+        'k takes the same values 0, 3, ..., 33 either way',
+    ('http/date.c', 'for (size_t k = 0; month != NULL && k + 3 <= sizeof months - 1 && m == NULL; k += 3)', 'constant', 'for (size_t k = 0; month != NULL && k + 3 <= sizeof months - 0 && m == NULL; k += 3)'):
+        'k takes the same values 0, 3, ..., 33 either way',
+    ('http/date.c', 'memset(tm, 0, sizeof *tm);', 'constant', 'memset(tm, 1, sizeof *tm);'):
+        'timegm reads only tm_year..tm_sec, all set below (glibc sets tm_isdst = 0 itself)',
+    ('http/date.c', 'memset(tm, 0, sizeof *tm);', 'drop', ';'):
+        'timegm reads only tm_year..tm_sec, all set below (glibc sets tm_isdst = 0 itself)',
+    ('http/parse.c', 'for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)', 'constant', 'for (size_t i = 0; i < sizeof others / sizeof others[1]; i++)'):
+        'every element of others has the same size',
+    ('http/parse.c', "while (i < n && (s[i] == ' ' || s[i] == '\\t' || s[i] == ','))", 'flip', "while (i <= n && (s[i] == ' ' || s[i] == '\\t' || s[i] == ','))"):
+        's[n] is the CR that ends the line, or a trailing SP/HT trimmed off the value: the skip may step to n + 1, the token after is empty, and the loop ends as at n',
+    ('http/parse.c', "bool params = i < n && s[i] == ';';", 'flip', "bool params = i <= n && s[i] == ';';"):
+        "s[n] is the CR that ends the line, or a trailing SP/HT trimmed off the value: never ';'",
+    ('http/parse.c', "for (i = 1; i < n && s[i] != ']'; i++)", 'flip', "for (i = 1; i <= n && s[i] != ']'; i++)"):
+        "s[n] is the CR that ends the line, or a trailing SP/HT trimmed off the value: neither tchar nor ':', so it returns false as at i == n",
+    ('http/parse.c', 'req->conn_close = 1;', 'constant', 'req->conn_close = 2;'):
+        'every reader tests this flag for truth only (http/, handler.c)',
+    ('http/parse.c', 'req->conn_keep_alive = 1;', 'constant', 'req->conn_keep_alive = 2;'):
+        'every reader tests this flag for truth only (http/, handler.c)',
+    ('http/parse.c', 'req->has_host = 1;', 'constant', 'req->has_host = 2;'):
+        'every reader tests this flag for truth only (http/, handler.c)',
+    ('http/parse.c', 'req->chunked = 1;', 'constant', 'req->chunked = 2;'):
+        'every reader tests this flag for truth only (http/, handler.c)',
+    ('http/parse.c', 'req->expect_continue = 1;', 'constant', 'req->expect_continue = 2;'):
+        'every reader tests this flag for truth only (http/, handler.c)',
+    ('http/parse.c', "if (n > 0 && s[0] == '[') {", 'constant', "if (n > 1 && s[0] == '[') {"):
+        'a Host of "[" alone is refused by either branch',
+    ('http/parse.c', "while (value_len > 0 && (value[value_len - 1] == ' ' || value[value_len - 1] == '\\t'))", 'constant', "while (value_len > 1 && (value[value_len - 1] == ' ' || value[value_len - 1] == '\\t'))"):
+        'value[0] is never SP or HT (leading OWS is skipped), so trimming stops at 1 anyway',
+    ('http/route.c', 'return -1;', 'constant', 'return -2;'):
+        'sleep_ms is only tested < 0 here, and handler.c reads it only for HTTP_ROUTE_SLEEP',
+    ('http/route.c', 'return ms <= HTTP_SLEEP_MS_MAX ? ms : -1;', 'constant', 'return ms <= HTTP_SLEEP_MS_MAX ? ms : -2;'):
+        'sleep_ms is only tested < 0 here, and handler.c reads it only for HTTP_ROUTE_SLEEP',
+    ('http/route.c', 'rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -1;', 'constant', 'rt->sleep_ms = q ? parse_sleep_query(q + 1, n - path_len - 1) : -2;'):
+        'sleep_ms is only tested < 0 here, and handler.c reads it only for HTTP_ROUTE_SLEEP',
+    ('http/route.c', 'if (n > 4 && strncasecmp(t, "http", 4) == 0) {', 'constant', 'if (n > 3 && strncasecmp(t, "http", 4) == 0) {'):
+        'n == 4 cannot hold "http://" (scheme needs n > 7): 0 either way; t[4] is the SP after the target',
+    ('http/route.c', 'if (n > 4 && strncasecmp(t, "http", 4) == 0) {', 'flip', 'if (n >= 4 && strncasecmp(t, "http", 4) == 0) {'):
+        'n == 4 cannot hold "http://" (scheme needs n > 7): 0 either way; t[4] is the SP after the target',
+    ('http/route.c', 'if (n > 4 && strncasecmp(t, "http", 4) == 0) {', 'constant', 'if (n > 5 && strncasecmp(t, "http", 4) == 0) {'):
+        'n == 5 cannot hold "http://": scheme 0 either way',
+    ('http/route.c', 'scheme = n > scheme + 3 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;', 'constant', 'scheme = n > scheme + 2 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;'):
+        'n == scheme + 3 is "http://" alone: no \'/\' after it is 400, as t[0] != \'/\' is',
+    ('http/route.c', 'scheme = n > scheme + 3 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;', 'flip', 'scheme = n >= scheme + 3 && memcmp(t + scheme, "://", 3) == 0 ? scheme + 3 : 0;'):
+        'n == scheme + 3 is "http://" alone: no \'/\' after it is 400, as t[0] != \'/\' is',
+    ('http/route.c', 'if (scheme > 0) {', 'constant', 'if (scheme > 1) {'):
+        'scheme is 0, 7 or 8',
+    ('http/response.c', 'http_text_uint(&t, (unsigned long long)r->content_length, 1);', 'constant', 'http_text_uint(&t, (unsigned long long)r->content_length, 0);'):
+        'http_text_uint writes at least one digit (do ... while), so width 0 is width 1',
+}
 
 COMPARISONS = {"<": ["<="], "<=": ["<"], ">": [">="], ">=": [">"], "==": ["!="], "!=": ["=="]}
 
