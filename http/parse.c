@@ -369,7 +369,9 @@ enum http_parse_result http_parse_request_resume(const char *buf, size_t len,
                 size_t check = have > 0 && line[have - 1] == '\r' ? have - 1 : have;
                 if (parse_request_line(line, check, false, req, status) == HTTP_PARSE_ERROR)
                     return HTTP_PARSE_ERROR;
-                if (have > HTTP_REQUEST_LINE_MAX)
+                /* Measured like a whole line, without its CR: the answer
+                 * must not depend on how the bytes arrive. */
+                if (check > HTTP_REQUEST_LINE_MAX)
                     return parse_error(status, 414);
             }
             if (len >= HTTP_HEAD_MAX)

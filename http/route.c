@@ -82,7 +82,9 @@ void http_resolve_route(const struct http_request *req, struct http_route *rt)
     }
     if (scheme > 0) {
         const char *slash = memchr(t + scheme, '/', n - scheme);
-        if (slash == NULL) {
+        /* No path, or no host: an http URI with an empty host is invalid,
+         * and a recipient MUST reject it (RFC 9110 4.2.1). */
+        if (slash == NULL || slash == t + scheme) {
             route_error(rt, 400, NULL);
             return;
         }

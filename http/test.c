@@ -402,15 +402,10 @@ static void test_parse_limits(void)
     CHECK(parse(s, n, &req, &status) == HTTP_PARSE_DONE, "a request line of exactly 8 KiB passes");
     CHECK(parse(s, HTTP_REQUEST_LINE_MAX, &req, &status) == HTTP_PARSE_PARTIAL,
           "8 KiB of an unfinished request line is partial");
-    /*
-     * BUG (http/parse.c, left for review): the unfinished line is measured
-     * with its CR, the finished one without, so a request line of exactly
-     * 8 KiB whose CR arrives before its LF is 414 though the whole head
-     * passes.  Uncomment when parse.c measures `check` instead of `have`.
-     *
-     * CHECK(parse(s, HTTP_REQUEST_LINE_MAX + 1, &req, &status) == HTTP_PARSE_PARTIAL,
-     *       "8 KiB of request line and its CR is partial, like the whole line");
-     */
+    /* The unfinished line is measured without its CR, like the finished
+     * one: the answer must not depend on how the bytes arrive. */
+    CHECK(parse(s, HTTP_REQUEST_LINE_MAX + 1, &req, &status) == HTTP_PARSE_PARTIAL,
+          "8 KiB of request line and its CR is partial, like the whole line");
     free(s);
     s = long_target(HTTP_REQUEST_LINE_MAX - 12, &n);
     CHECK(parse(s, n, &req, &status) == HTTP_PARSE_ERROR && status == 414,
@@ -1165,15 +1160,8 @@ static const struct route_case route_cases[] = {
     { "http:/ is not http://", "GET http:/h/ HTTP/1.1", HTTP_ROUTE_ERROR, 400, NULL, NULL, 0 },
     { "a target starting with http but no :// is 400", "GET http/files/a HTTP/1.1",
       HTTP_ROUTE_ERROR, 400, NULL, NULL, 0 },
-    /*
-     * BUG (http/route.c, left for review): an http URI with an empty host
-     * is invalid, and a recipient MUST reject it (RFC 9110 4.2.1); route.c
-     * takes the path after "http://" and serves the file.  Uncomment when
-     * it answers 400.
-     *
-     * { "absolute-form with an empty host is 400 (9110 4.2.1)", "GET http:///files/a HTTP/1.1",
-     *   HTTP_ROUTE_ERROR, 400, NULL, NULL, 0 },
-     */
+    { "absolute-form with an empty host is 400 (9110 4.2.1)", "GET http:///files/a HTTP/1.1",
+      HTTP_ROUTE_ERROR, 400, NULL, NULL, 0 },
 };
 
 static void test_routes(void)
