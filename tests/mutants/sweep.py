@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -366,13 +367,22 @@ def judge(mutant, tree):
         if subprocess.run(t.build, cwd=tree, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL).returncode != 0:
             return "stillborn", time.monotonic() - started
-        try:
-            rc = subprocess.run(t.tests, cwd=tree, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, timeout=t.timeout,
+        # In a session of its own, so that every server the tests started is
+        # killed with them, even those a stopped or timed-out run left behind.
+        proc = subprocess.Popen(t.tests, cwd=tree, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "SERVER_BIN": str(tree / "server"),
-                                     "SERVER_RACE_BIN": str(tree / "server-race")}).returncode
+                                     "SERVER_RACE_BIN": str(tree / "server-race")})
+        try:
+            rc = proc.wait(t.timeout)
         except subprocess.TimeoutExpired:
-            return "killed", time.monotonic() - started
+            rc = "timeout"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         return ("killed" if rc != 0 else "SURVIVED"), time.monotonic() - started
     finally:
         path.write_text(original)
