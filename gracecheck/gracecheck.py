@@ -115,9 +115,10 @@ def check_blocked_signals(cfg):
     """Started with the stop signals blocked, the server never stops (lesson step 2).
 
     The signal mask is inherited across fork(2) and kept across execve(2)
-    (sigprocmask(2), signal(7) "Signal mask and pending signals"), and
-    some launchers block SIGINT and SIGTERM before they fork (a shell
-    script's `trap`, a supervisor that blocks them to wait in sigwait()).
+    (sigprocmask(2), signal(7) "Signal mask and pending signals"), and a
+    launcher that blocks SIGINT and SIGTERM to take them itself (with
+    sigwaitinfo(2) or signalfd(2), which need them blocked) passes that
+    mask on to the server it forks, unless it restores it first.
     A server that only installs handlers, or that blocks them itself and
     waits with a mask taken from the one it inherited, then never gets the
     signal: it stays pending for ever.  The server is started with SIGINT,

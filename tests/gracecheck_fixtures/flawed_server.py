@@ -60,6 +60,7 @@ FLAWS = {
     "drop-partial": "a connection with half a request head counts as idle and is closed",
     "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
     "skip-backlog": "the listener is closed without taking in connections already in its backlog",
+    "reset-backlog": "the connections taken in from the backlog at the drain are closed with a RST",
     "no-handshake-wait": "the listener is closed without waiting for the handshakes under way",
     "no-deadline": "--grace is not enforced: the drain waits for ever",
     "answer-at-deadline": "at the deadline a slow request is answered 200 at once, its work "
@@ -238,6 +239,10 @@ class Fixture:
                 while True:
                     conn = self.listener.accept()[0]
                     conn.setblocking(True)
+                    if "reset-backlog" in self.flaws:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                        conn.close()
+                        continue
                     self.spawn(conn)
             except BlockingIOError:
                 pass
