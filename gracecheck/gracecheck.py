@@ -48,6 +48,7 @@ SETTLE = 0.3         # time given to the server to take in what we sent
                      # before the signal: a black box has nothing to wait on
 IO_BOUND = 5.0       # a client waits this long for bytes before giving up
 PILEUP_MAPS = 200    # memory mappings the second 1,000 connections may add
+PILEUP_BOUND = 120.0  # the 2,000 connections of no-pileup must be made by then
 
 # The graceful stops real servers document: INT (./server, lighttpd, Caddy),
 # TERM (gunicorn, uvicorn, Node, h2o), QUIT (nginx), USR1 (HAProxy's soft
@@ -55,19 +56,24 @@ PILEUP_MAPS = 200    # memory mappings the second 1,000 connections may add
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "QUIT": signal.SIGQUIT,
            "USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2, "WINCH": signal.SIGWINCH}
 
-Outcome = namedtuple("Outcome", "result figure detail")
+Outcome = namedtuple("Outcome", "result figure detail reason")
+# reason: for a FAIL, a short code naming the condition that failed, stable
+# across releases and unique within its check (e.g. "late", "status"): the
+# `reason` of the JSON file, listed per check in gracecheck/README.md.  Every
+# failed() call names its code as a literal, its first argument:
+# tests/test_gracecheck.py reads them from this file and proves each one.
 
 
 def passed(figure, detail=""):
-    return Outcome("PASS", figure, detail)
+    return Outcome("PASS", figure, detail, "")
 
 
-def failed(figure, detail=""):
-    return Outcome("FAIL", figure, detail)
+def failed(reason, figure, detail=""):
+    return Outcome("FAIL", figure, detail, reason)
 
 
 def not_applicable(reason):
-    return Outcome("n/a", reason, "")
+    return Outcome("n/a", reason, "", "")
 
 
 class NotReady(Exception):
@@ -95,16 +101,59 @@ def check_idle_exit(cfg):
             server.wait_exit(HANG_BOUND)
             took = server.exit_after_signal()
             if took is None:
-                return failed(f"no exit within {HANG_BOUND:g} s (run {run + 1})",
+                return failed("hang", f"no exit within {HANG_BOUND:g} s (run {run + 1})",
                               "the idle server ignored the signal; killed"
                               + server.stderr_tail("; stderr: "))
             times.append(took)
-            if took > EXIT_BOUND or server.status != 0:
-                return failed(f"{ms(took)}, {describe_status(server.status)} (run {run + 1})",
-                              f"exit must come within {EXIT_BOUND:g} s with status 0"
+            figure = f"{ms(took)}, {describe_status(server.status)} (run {run + 1})"
+            if took > EXIT_BOUND:
+                return failed("late", figure, f"exit must come within {EXIT_BOUND:g} s"
+                              + server.stderr_tail("; stderr: "))
+            if server.status != 0:
+                return failed("status", figure, "an idle stop cut nothing: the status must be 0"
                               + server.stderr_tail("; stderr: "))
     return passed(f"median {ms(statistics.median(times))} over {len(times)} "
                   f"(max {ms(max(times))}), status 0")
+
+
+def check_blocked_signals(cfg):
+    """Started with the stop signals blocked, the server never stops (lesson step 2).
+
+    The signal mask is inherited across fork(2) and kept across execve(2)
+    (sigprocmask(2), signal(7) "Signal mask and pending signals"), and a
+    launcher that blocks SIGINT and SIGTERM to take them itself (with
+    sigwaitinfo(2) or signalfd(2), which need them blocked) passes that
+    mask on to the server it forks, unless it restores it first.
+    A server that only installs handlers, or that blocks them itself and
+    waits with a mask taken from the one it inherited, then never gets the
+    signal: it stays pending for ever.  The server is started with SIGINT,
+    SIGTERM and the stop signal blocked, and signalled once idle.
+    Pass: exit within 1 s of the signal, status 0 (as idle-exit).
+    """
+    with Server(cfg, blocked={signal.SIGINT, signal.SIGTERM, cfg.signal}) as server:
+        time.sleep(SETTLE)
+        server.signal()
+        server.wait_exit(HANG_BOUND)
+        took = server.exit_after_signal()
+        if took is None:
+            return failed("hang", f"no exit within {HANG_BOUND:g} s",
+                          f"started with {blocked_names(cfg)} blocked, the server never "
+                          "unblocked them; killed" + server.stderr_tail("; stderr: "))
+        figure = f"exit {ms(took)} after the signal, {describe_status(server.status)}"
+        if took > EXIT_BOUND:
+            return failed("late", figure, f"exit must come within {EXIT_BOUND:g} s"
+                          + server.stderr_tail("; stderr: "))
+        if server.status != 0:
+            return failed("status", figure, "an idle stop cut nothing: the status must be 0"
+                          + server.stderr_tail("; stderr: "))
+        return passed(figure, f"started with {blocked_names(cfg)} blocked")
+
+
+def blocked_names(cfg):
+    names = ["SIGINT", "SIGTERM"]
+    if cfg.signal_name not in names:
+        names.append(cfg.signal_name)
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def check_signal_race(cfg):
@@ -133,7 +182,7 @@ def check_signal_race(cfg):
                 if client:
                     client.close()
                 if took is None:
-                    return failed(f"hung {when} (run {run + 1} of 20)",
+                    return failed("hang", f"hung {when} (run {run + 1} of 20)",
                                   f"no exit within {HANG_BOUND:g} s; killed")
                 times.append(took)
     return passed(f"40 of 40 exited, max {ms(max(times))}")
@@ -163,7 +212,7 @@ def check_refuse_new(cfg):
         while True:
             started = time.monotonic()
             if started - server.signal_at > HANG_BOUND:
-                return failed(f"no refusal within {HANG_BOUND:g} s",
+                return failed("no-refusal", f"no refusal within {HANG_BOUND:g} s",
                               f"{accepted} new connections accepted after the signal")
             try:
                 # Long enough for one SYN retry, not for a second (at 3 s).
@@ -172,8 +221,8 @@ def check_refuse_new(cfg):
             except ConnectionRefusedError:
                 break
             except OSError:
-                return failed(f"a connect {ms(started - server.signal_at)} after the "
-                              "signal hung for 2 s", f"{accepted} accepted before it")
+                return failed("connect-hung", f"a connect {ms(started - server.signal_at)} "
+                              "after the signal hung for 2 s", f"{accepted} accepted before it")
             time.sleep(0.005)
         took = started - server.signal_at
         waited = time.monotonic() - started
@@ -185,10 +234,11 @@ def check_refuse_new(cfg):
         if waited > EXIT_BOUND / 2:
             figure += f", {ms(waited)} after its SYN: refused on the retry"
         if took > EXIT_BOUND:
-            return failed(figure, f"{accepted} new connections were accepted after the signal")
+            return failed("late", figure,
+                          f"{accepted} new connections were accepted after the signal")
         if waited > EXIT_BOUND / 2 and not draining:
             # A full backlog drops SYNs too; then only the exit refused it.
-            return failed(figure, "its SYN went unanswered until the process exited "
+            return failed("syn-dropped", figure, "its SYN went unanswered until the process exited "
                           f"({accepted} connections accepted after the signal before it)")
         return passed(figure, f"{accepted} connections accepted after the signal before that")
 
@@ -218,17 +268,17 @@ def check_in_flight(cfg):
             c.close()
         whole = sum(1 for r in replies if r.kind == "ok" and r.status == 200)
         if whole < 20:
-            return failed(f"{whole} of 20 whole",
+            return failed("not-whole", f"{whole} of 20 whole",
                           summarize(r.kind if r.kind != "ok" else f"status {r.status}"
                                     for r in replies)
                           + f"; process {describe_status(server.status)}")
         if server.exit_at is None:
-            return failed(f"20 of 20 whole; no exit within {HANG_BOUND:g} s after the last",
+            return failed("no-exit", f"20 of 20 whole; no exit within {HANG_BOUND:g} s after the last",
                           "killed")
         after = server.exit_at - last
         figure = f"20 of 20 whole; exit {ms(max(after, 0))} after the last response"
         if after > EXIT_BOUND:
-            return failed(figure, f"exit must come within {EXIT_BOUND:g} s of the last response")
+            return failed("late", figure, f"exit must come within {EXIT_BOUND:g} s of the last response")
         return passed(figure, describe_status(server.status))
 
 
@@ -251,15 +301,16 @@ def check_conn_close(cfg):
         reply = client.read_reply()
         if reply.kind != "ok":
             client.close()
-            return failed(f"response {reply.kind}", "the request in flight was not answered")
+            return failed("unanswered", f"response {reply.kind}", "the request in flight was not answered")
         says = reply.headers.get("connection", "")
         end = client.read_end()
         client.close()
         figure = f"Connection: {says or '(none)'}; then {end}"
         if "close" not in says.lower():
-            return failed(figure, "a response written during the drain must say Connection: close")
+            return failed("no-close-header", figure,
+                          "a response written during the drain must say Connection: close")
         if end != "eof":
-            return failed(figure, "the connection must end with a FIN (EOF), not a RST")
+            return failed("not-fin", figure, "the connection must end with a FIN (EOF), not a RST")
         return passed(figure)
 
 
@@ -278,11 +329,11 @@ def check_idle_keepalive(cfg):
         for i in range(200):
             c = open_client(server.port)
             if c is None:
-                return failed(f"connection {i + 1} refused before the signal")
+                return failed("refused-before", f"connection {i + 1} refused before the signal")
             if i % 2 == 0:
                 reply = c.get(cfg.path)
                 if reply.kind != "ok":
-                    return failed(f"{cfg.path} got {reply.kind} before the signal")
+                    return failed("unanswered-before", f"{cfg.path} got {reply.kind} before the signal")
             clients.append(c)
         time.sleep(SETTLE)
         server.signal()
@@ -297,9 +348,9 @@ def check_idle_keepalive(cfg):
         figure = (f"exit {ms(took)}" if took is not None else f"no exit in {HANG_BOUND:g} s") \
             + f"; {eofs} of 200 EOF"
         if took is None or took > EXIT_BOUND:
-            return failed(figure, "exit must come within 1 s with idle connections open" + hung)
+            return failed("late", figure, "exit must come within 1 s with idle connections open" + hung)
         if eofs < 200:
-            return failed(figure, summarize(ends))
+            return failed("not-eof", figure, summarize(ends))
         return passed(figure, describe_status(server.status))
 
 
@@ -358,7 +409,7 @@ def check_partial_request(cfg):
         client.close()
         server.wait_exit(HANG_BOUND)
         if reply.kind != "ok":
-            return failed(f"response {reply.kind}",
+            return failed("unanswered", f"response {reply.kind}",
                           "the half-sent request was not answered"
                           + f"; process {describe_status(server.status)}")
         return passed(f"status {reply.status}, whole")
@@ -393,7 +444,8 @@ def check_pipelined(cfg):
         answered = sum(1 for r in replies if r.kind == "ok")
         figure = f"{answered} of 3 answered"
         if answered < 3:
-            return failed(figure, f"then {replies[-1].kind}; process {describe_status(server.status)}")
+            return failed("dropped", figure,
+                          f"then {replies[-1].kind}; process {describe_status(server.status)}")
         return passed(figure, f"last says Connection: {replies[-1].headers.get('connection', '(none)')}")
 
 
@@ -412,7 +464,7 @@ def check_backlog(cfg):
         server.signal_group(signal.SIGSTOP)
         try:
             if not wait_until(lambda: group_stopped(server.proc.pid), HANG_BOUND):
-                return failed("could not stop the server with SIGSTOP")
+                return failed("not-stopped", "could not stop the server with SIGSTOP")
             clients = []
             for _ in range(4):
                 c = Client(server.port, connect=False)
@@ -437,9 +489,10 @@ def check_backlog(cfg):
         figure = summarize(kinds) or "no client connected"
         bad = [k for k in kinds if k not in ("answered", "closed (FIN)")]
         if not clients:
-            return failed(figure, "no connection completed while the server was stopped")
+            return failed("none-connected", figure,
+                          "no connection completed while the server was stopped")
         if bad:
-            return failed(figure, "a client that sent a whole request must not be reset")
+            return failed("reset", figure, "a client that sent a whole request must not be reset")
         return passed(figure, describe_status(server.status))
 
 
@@ -449,8 +502,15 @@ def check_deadline(cfg):
     A drain must end: after the grace period what is left is cut and the
     exit status says so (systemd.kill(5): TimeoutStopSec then SIGKILL; Go's
     Shutdown takes a context for exactly this; nginx
-    worker_shutdown_timeout).  A request slower than --grace G is in flight.
-    Pass: exit within G + 1 s of the signal, non-zero status, request cut.
+    worker_shutdown_timeout).  Two runs.  (a) A request slower than
+    --grace G is in flight.  (b) A client pipelines cheap requests and
+    never reads, until the server stops taking them in (1 s without
+    progress): the server's answers have filled the socket buffers, and
+    a thread that writes with a blocking send() is stuck in it, where
+    neither a flag nor a pipe reaches it (send(2): "When the message does
+    not fit into the send buffer of the socket, send() normally blocks").
+    Pass: (a) exit within G + 1 s of the signal, non-zero status, request
+    cut; (b) exit within G + 1 s of the signal.
     """
     if not cfg.slow:
         return not_applicable("needs --slow")
@@ -466,15 +526,55 @@ def check_deadline(cfg):
         client.close()
         took = server.exit_after_signal()
         if took is None:
-            return failed(f"no exit within {bound + HANG_BOUND:g} s", "killed")
-        figure = f"exit {ms(took)} after the signal (bound {bound:g} s), {describe_status(server.status)}"
+            return failed("hang", f"no exit within {bound + HANG_BOUND:g} s", "killed")
+        slow = f"exit {ms(took)} after the signal (bound {bound:g} s), {describe_status(server.status)}"
         if took > bound:
-            return failed(figure, "the grace deadline was not enforced")
+            return failed("late", slow, "the grace deadline was not enforced")
         if server.status == 0:
-            return failed(figure, "work was cut, yet the status says success")
+            return failed("status-zero", slow, "work was cut, yet the status says success")
         if reply is not None and reply.kind == "ok" and reply.status == 200:
-            return failed(figure, "the slow request was answered: it was not cut")
-        return passed(figure, f"the slow request: {reply.kind if reply else '?'}")
+            return failed("not-cut", slow, "the slow request was answered: it was not cut")
+        cut = reply.kind if reply else "?"
+    with Server(cfg) as server:
+        client, sent = stuff_unread(server, cfg.path)
+        server.signal()
+        server.wait_exit(bound)
+        took = server.exit_after_signal()
+        hung = "" if took is not None else f" ({server.snapshot()})"
+        client.close()
+        if took is None:
+            return failed("unread-held", f"slow request: {slow}; with a client that does not "
+                          f"read: no exit within {bound:g} s",
+                          f"{sent // 1024} KiB of requests sent, none of the answers read: the "
+                          "thread writing them was not cut at the deadline" + hung)
+    return passed(f"{slow}; with a client that does not read: exit {ms(took)}",
+                  f"the slow request: {cut}; {sent // 1024} KiB of requests left unread")
+
+
+def stuff_unread(server, path):
+    """A connection that pipelines requests for path and never reads the
+    answers, sent until the server takes nothing more for 1 s: (the
+    Client, bytes sent).  Its small receive buffer leaves the server's
+    answers in the server's own buffers.  A server that takes in 64 MiB
+    or goes on for HANG_BOUND without stalling is not holding its answers
+    (nginx closes after 1,000 requests and discards the rest)."""
+    client = Client(server.port, connect=False)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.sock.connect(("127.0.0.1", server.port))
+    client.sock.setblocking(False)
+    burst = client.request(path) * 256
+    sent, give_up = 0, time.monotonic() + HANG_BOUND
+    while time.monotonic() < give_up and sent < 64 << 20:
+        _, writable, _ = select.select([], [client.sock], [], EXIT_BOUND)
+        if not writable:
+            break                   # the server has stopped reading
+        try:
+            sent += client.sock.send(burst)
+        except BlockingIOError:
+            continue
+        except OSError:
+            break                   # the server closed it: nothing is held
+    return client, sent
 
 
 def check_second_signal(cfg):
@@ -496,20 +596,25 @@ def check_second_signal(cfg):
         server.signal()
         if server.wait_exit(0.3):
             client.close()
-            return failed(f"exited {describe_status(server.status)} before the second signal",
+            return failed("exit-before-second",
+                          f"exited {describe_status(server.status)} before the second signal",
                           "the first signal did not wait for the request in flight")
         second_at = time.monotonic()
         server.signal()
         server.wait_exit(HANG_BOUND)
         client.close()
         if server.exit_at is None:
-            return failed(f"no exit within {HANG_BOUND:g} s of the second signal", "killed")
+            return failed("no-exit", f"no exit within {HANG_BOUND:g} s of the second signal",
+                          "killed")
         took = server.exit_at - second_at
         figure = f"exit {ms(took)} after the second signal, {describe_status(server.status)}"
-        if took > EXIT_BOUND or server.status == 0:
-            return failed(figure, "must exit within 1 s, non-zero")
+        if took > EXIT_BOUND:
+            return failed("late", figure, f"must exit within {EXIT_BOUND:g} s of the second signal")
+        if server.status == 0:
+            return failed("status-zero", figure, "work was cut, yet the status says success")
         if cfg.grace is not None and server.exit_after_signal() >= cfg.grace - 0.05:
-            return failed(figure, f"the exit came with the grace deadline ({cfg.grace:g} s), "
+            return failed("at-deadline", figure,
+                          f"the exit came with the grace deadline ({cfg.grace:g} s), "
                                   "not with the second signal")
         return passed(figure)
 
@@ -601,9 +706,9 @@ def check_under_load(cfg):
         if counts["timeout"]:
             figure += f", {counts['timeout']} timed out"
         if took is None:
-            return failed(figure, f"no exit within {HANG_BOUND:g} s; killed")
+            return failed("no-exit", figure, f"no exit within {HANG_BOUND:g} s; killed")
         if counts["truncated"] or counts["reset"] or counts["timeout"]:
-            return failed(figure, f"exit {ms(took)} after the signal; " + "; ".join(bad))
+            return failed("lost", figure, f"exit {ms(took)} after the signal; " + "; ".join(bad))
         return passed(figure, f"exit {ms(took)} after the signal, {describe_status(server.status)}")
 
 
@@ -637,7 +742,7 @@ def check_no_pileup(cfg):
             one()
         time.sleep(SETTLE)
         base = mid = group_usage(pgid)
-        bad, done, give_up = None, 0, time.monotonic() + 120
+        bad, done, give_up = None, 0, time.monotonic() + PILEUP_BOUND
         while done < 2000 and time.monotonic() < give_up:
             try:
                 reply = one()
@@ -661,12 +766,13 @@ def check_no_pileup(cfg):
                   f"mappings {mid.maps - base.maps:+d} then {after.maps - mid.maps:+d}, "
                   f"VmSize {(after.vm_kib - base.vm_kib) / 1024:+.0f} MiB")
         if bad:
-            return failed(figure + f"; connection {done + 1} of 2000: {bad}",
+            return failed("stopped-answering", figure + f"; connection {done + 1} of 2000: {bad}",
                           "the server stopped answering")
         if done < 2000:
-            return failed(figure + f"; only {done} of 2000 connections in 120 s")
+            return failed("too-slow", figure + f"; only {done} of 2000 connections "
+                          f"in {PILEUP_BOUND:g} s")
         if not near:
-            return failed(figure, "threads or descriptors not back within +-2 of the baseline, "
+            return failed("not-back", figure, "threads or descriptors not back within +-2 of the baseline, "
                                   f"or {PILEUP_MAPS} memory mappings or more added over the "
                                   "second 1,000 connections, 3 s after the last")
         return passed(figure)
@@ -705,12 +811,15 @@ def check_sigpipe(cfg):
                 if server.wait_exit(wait):
                     break
             if server.wait_exit(SETTLE):
-                how = ("after a client reset" if way == "reset"
-                       else "after a client closed with requests unanswered")
-                return failed(describe_status(server.status), f"the server died {how}")
+                if way == "reset":
+                    return failed("died-on-reset", describe_status(server.status),
+                                  "the server died after a client reset")
+                return failed("died-on-close", describe_status(server.status),
+                              "the server died after a client closed with requests unanswered")
         reply = Client(server.port).get(cfg.path, close=True)
         if reply.kind != "ok":
-            return failed(f"then {cfg.path}: {reply.kind}", "the server no longer answers")
+            return failed("not-answering", f"then {cfg.path}: {reply.kind}",
+                          "the server lives but no longer answers")
         left = " and 3 closes" if cfg.slow else " (--slow adds 3 early closes)"
         return passed(f"alive and answering after 3 resets{left}")
 
@@ -734,9 +843,12 @@ def check_exit_status(cfg):
         client.close()
         server.wait_exit(HANG_BOUND)
         clean = server.status
-        if reply.kind != "ok" or clean != 0:
-            return failed(f"clean drain: {describe_status(clean)}, request {reply.kind}",
-                          "a drain that finished its work must exit 0")
+        figure = f"clean drain: {describe_status(clean)}, request {reply.kind}"
+        if reply.kind != "ok":
+            return failed("clean-unanswered", figure,
+                          "the request of a drain with time enough was not answered")
+        if clean != 0:
+            return failed("clean-nonzero", figure, "a drain that finished its work must exit 0")
     with Server(cfg) as server:
         long_ms = int(((cfg.grace or 0) + 10) * 1000)
         (client,) = start_slow(server, long_ms)
@@ -752,9 +864,9 @@ def check_exit_status(cfg):
         cut = server.status
         figure = f"clean drain: {describe_status(clean)}; cut ({how}): {describe_status(cut)}"
         if cut is None:
-            return failed(figure, "no exit; killed")
+            return failed("cut-no-exit", figure, "no exit; killed")
         if cut == 0:
-            return failed(figure, "work was cut, yet the status says success")
+            return failed("cut-zero", figure, "work was cut, yet the status says success")
         return passed(figure)
 
 
@@ -787,7 +899,7 @@ def check_handshake(cfg):
             server.signal()
             err = let_in(sock, HANG_BOUND)
             if err:
-                return failed(f"its connect: {err}",
+                return failed("refused", f"its connect: {err}",
                               "the listener closed with the handshake under way; a client "
                               "whose SYN-ACK had arrived would have sent its request into a RST")
             reply = client.get(cfg.path, close=True)
@@ -796,19 +908,20 @@ def check_handshake(cfg):
             elif reply.kind == "ok":
                 end = client.read_end()
                 if end != "eof":
-                    return failed(f"answered {reply.status}, then {end}",
+                    return failed("not-fin", f"answered {reply.status}, then {end}",
                                   "the connection did not end with FIN")
                 what = f"let in and answered {reply.status}, then FIN"
             else:
-                return failed(f"let in, then {reply.kind}",
+                return failed("unanswered", f"let in, then {reply.kind}",
                               "the handshake completed, the request was not answered")
         if not server.wait_exit(HANG_BOUND):
-            return failed(f"{what}; no exit within {HANG_BOUND:g} s")
+            return failed("no-exit", f"{what}; no exit within {HANG_BOUND:g} s")
         return passed(f"{what}; {describe_status(server.status)}")
 
 
 CHECKS = [
     ("idle-exit", check_idle_exit),
+    ("blocked-signals", check_blocked_signals),
     ("signal-race", check_signal_race),
     ("refuse-new", check_refuse_new),
     ("in-flight", check_in_flight),
@@ -841,8 +954,9 @@ class Server:
     reused, so killpg() can never reach a stranger's process.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, blocked=None):
         self.cfg = cfg
+        self.blocked = blocked       # signals to start it with blocked
         self.dir = tempfile.mkdtemp(prefix="gracecheck-")
         self.port = None
         self.proc = None
@@ -870,12 +984,20 @@ class Server:
                 text = f.read()
             with open(os.path.join(self.dir, os.path.basename(template)), "w") as f:
                 f.write(self.fill(text))
+        # The signal mask is inherited across fork and exec: block the
+        # signals in this thread around the start, as a launcher would (a
+        # preexec_fn is not safe with threads running).  One that comes
+        # for the tool meanwhile stays pending and is taken after.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked) if self.blocked else None
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True)
         except OSError as e:
             raise NotReady(f"cannot run {argv[0]}: {e.strerror}") from None
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         LIVE_SERVERS.add(self)
         for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
             threading.Thread(target=self._collect, args=(stream, name), daemon=True).start()
@@ -1604,18 +1726,20 @@ def run(args, cfg):
         except NotReady as e:
             if not results:
                 raise
-            outcome = failed("the server did not start", str(e))
+            outcome = failed("not-started", "the server did not start", str(e))
         except OSError as e:
-            outcome = failed(f"client error: {e.strerror or e}", repr(e))
+            outcome = failed("client-error", f"client error: {e.strerror or e}", repr(e))
         finally:
             kill_live_servers()
-        results.append({"name": name, "result": outcome.result,
+        results.append({"name": name, "result": outcome.result, "reason": outcome.reason,
                         "figure": outcome.figure, "detail": outcome.detail})
         line = f"{outcome.result:<5} {name:<16} {outcome.figure}"
         if cfg.verbose:
             line += f"  [{time.monotonic() - started:.1f} s]"
         print(line, flush=True)
-        if outcome.detail and (cfg.verbose or outcome.result == "FAIL"):
+        if outcome.result == "FAIL":
+            print(f"      {'':<16} [{outcome.reason}] {outcome.detail}".rstrip(), flush=True)
+        elif outcome.detail and cfg.verbose:
             print(f"      {'':<16} {outcome.detail}", flush=True)
     return results
 

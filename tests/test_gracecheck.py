@@ -7,6 +7,8 @@ per --flaw.  So a check that fails here fails because of that one hole.
 Each test runs only the checks it needs, to keep the suite short.
 """
 
+import ast
+import importlib.util
 import json
 import os
 import signal
@@ -16,13 +18,15 @@ import time
 
 import pytest
 
+from collections import namedtuple
+
 from conftest import REPO, SERVER_BIN, require_binary, wait_until
 
 TOOL = str(REPO / "gracecheck" / "gracecheck.py")
 FIXTURE = str(REPO / "tests" / "gracecheck_fixtures" / "flawed_server.py")
 PY = sys.executable
 SLOW = ["--slow", "/sleep?ms={ms}"]
-ALL_CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
+ALL_CHECKS = ["idle-exit", "blocked-signals", "signal-race", "refuse-new", "in-flight", "conn-close",
               "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
               "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status",
               "handshake"]
@@ -35,10 +39,15 @@ fixture_test = pytest.mark.skipif(
     reason="fixture-only test: the plain `make test` run covers it")
 
 
-def gracecheck(tmp_path, options, command, timeout=300):
-    """Run the tool to completion: (CompletedProcess, {check name: result})."""
+def gracecheck(tmp_path, options, command, timeout=300, bounds=None):
+    """Run the tool to completion: (CompletedProcess, {check name: result}).
+    bounds: {name: value} of gracecheck's module constants to change first."""
     out = tmp_path / "gracecheck.json"
     args = [PY, TOOL, "--json", str(out), *options, "--", *command]
+    if bounds:
+        setup = "; ".join(f"g.{k} = {v!r}" for k, v in bounds.items())
+        args[1:2] = ["-c", f"import sys; sys.path.insert(0, {os.path.dirname(TOOL)!r}); "
+                           f"import gracecheck as g; {setup}; sys.exit(g.main(sys.argv[1:]))"]
     with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as tool:
         try:
@@ -56,7 +65,7 @@ def gracecheck(tmp_path, options, command, timeout=300):
 
 
 def fixture(*flaws, grace=1, pidfile=None):
-    cmd = [PY, FIXTURE, "{port}", "--grace", str(grace)]
+    cmd = [PY, FIXTURE, "{port}", "--grace", str(grace), "--dir", "{dir}"]
     for flaw in flaws:
         cmd += ["--flaw", flaw]
     if pidfile:
@@ -105,51 +114,159 @@ def test_fixture_without_flaws_passes_every_check(tmp_path):
 # --------------------------------------------------------------------------
 # every check fails where it must
 
-FLAW_FAILS = [
-    ("textbook-accept", ["idle-exit"]),
-    ("startup-window", ["signal-race"]),
-    ("keep-listening", ["refuse-new"]),
-    ("exit-at-once", ["in-flight", "second-signal", "exit-status"]),
-    ("no-close-header", ["conn-close"]),
-    ("reset-idle", ["idle-keepalive"]),
-    ("close-unread", ["under-load"]),
-    ("idle-holds", ["idle-keepalive"]),
-    ("drop-partial", ["partial-request"]),
-    ("drop-pipelined", ["pipelined"]),
-    ("skip-backlog", ["backlog", "handshake"]),
-    ("no-handshake-wait", ["handshake"]),
-    ("no-deadline", ["deadline"]),
-    ("ignore-second", ["second-signal"]),
-    ("exit-zero", ["deadline", "exit-status"]),
-    ("leak-fd", ["no-pileup"]),
-    ("leak-stacks", ["no-pileup"]),
-    ("sigpipe", ["sigpipe"]),
-    ("sigpipe-once", ["sigpipe"]),
+# Every condition that makes a check FAIL, with a flaw that makes it FAIL
+# through that condition: (where, reason) -> (flaws, grace, checks run).
+# `where` is the check, or "run" for the two failures gracecheck's run()
+# gives any check (the server did not start; a client error), and `reason`
+# the code its failed() call names, which the FAIL carries in the JSON.
+# test_every_fail_condition_has_a_flaw reads gracecheck.py's failed() calls
+# and asserts that this table lists exactly them.  grace is the fixture's
+# --grace and gracecheck's; one flaw that fails through different
+# conditions at different graces appears once for each.
+Condition = namedtuple("Condition", "where reason flaws grace only bounds options")
+
+
+def cond(where, reason, flaws, grace=1, only=None, bounds=None, options=()):
+    return Condition(where, reason, tuple(flaws.split()), grace, only or [where], bounds,
+                     list(options))
+
+
+READY_LINE = ["--ready-line", "listening on"]   # early-ready says it 1 s early
+
+
+FAIL_CONDITIONS = [
+    cond("idle-exit", "hang", "ignore-signal"),
+    cond("idle-exit", "hang", "textbook-accept"),
+    cond("idle-exit", "late", "slow-exit"),
+    cond("idle-exit", "status", "exit-nonzero"),
+    cond("blocked-signals", "hang", "keep-blocked"),
+    cond("blocked-signals", "late", "slow-exit"),
+    cond("blocked-signals", "status", "exit-nonzero"),
+    cond("signal-race", "hang", "startup-window"),
+    cond("refuse-new", "no-refusal", "shutdown-delay"),
+    # Alive (the slow request runs) past the connect's 2 s: no refusal.
+    cond("refuse-new", "connect-hung", "keep-listening", grace=3),
+    cond("refuse-new", "late", "keep-accepting", grace=2),
+    # Exit (the drain cut at 0.5 s) before the SYN's retry at 1 s.
+    cond("refuse-new", "syn-dropped", "filter-until-exit", grace=0.5),
+    cond("in-flight", "not-whole", "exit-at-once"),
+    cond("in-flight", "no-exit", "hang-at-exit"),
+    cond("in-flight", "late", "slow-exit"),
+    cond("conn-close", "unanswered", "exit-at-once"),
+    cond("conn-close", "no-close-header", "no-close-header"),
+    cond("conn-close", "not-fin", "reset-last"),
+    cond("idle-keepalive", "refused-before", "early-ready", options=READY_LINE),
+    cond("idle-keepalive", "unanswered-before", "conn-limit"),
+    cond("idle-keepalive", "late", "idle-holds"),             # cut at the 1 s deadline
+    cond("idle-keepalive", "late", "idle-holds", grace=10),   # no exit in 5 s
+    cond("idle-keepalive", "not-eof", "reset-idle"),
+    cond("partial-request", "unanswered", "drop-partial"),
+    cond("pipelined", "dropped", "drop-pipelined"),
+    cond("backlog", "not-stopped", "unstoppable"),
+    cond("backlog", "none-connected", "early-ready", options=READY_LINE),
+    cond("backlog", "reset", "skip-backlog"),
+    cond("deadline", "hang", "hang-at-exit"),
+    cond("deadline", "late", "no-deadline"),
+    cond("deadline", "late", "uncuttable-sleep"),
+    cond("deadline", "status-zero", "exit-zero"),
+    cond("deadline", "not-cut", "answer-at-deadline"),
+    cond("deadline", "unread-held", "blocking-send"),
+    cond("second-signal", "exit-before-second", "exit-at-once"),
+    cond("second-signal", "no-exit", "ignore-second", grace=10),
+    cond("second-signal", "late", "ignore-second", grace=2),
+    cond("second-signal", "status-zero", "exit-zero"),
+    # The deadline (0.5 s) comes 0.2 s after the second signal.
+    cond("second-signal", "at-deadline", "ignore-second", grace=0.5),
+    cond("under-load", "no-exit", "hang-at-exit"),
+    cond("under-load", "lost", "close-unread"),
+    cond("no-pileup", "stopped-answering", "fd-exhaustion"),
+    cond("no-pileup", "too-slow", "slow-answer", bounds={"PILEUP_BOUND": 5.0}),
+    cond("no-pileup", "not-back", "leak-fd"),
+    cond("no-pileup", "not-back", "leak-stacks"),
+    cond("sigpipe", "died-on-reset", "sigpipe"),
+    cond("sigpipe", "died-on-close", "sigpipe-once"),
+    cond("sigpipe", "not-answering", "epipe-deadlock"),
+    cond("exit-status", "clean-unanswered", "exit-at-once"),
+    cond("exit-status", "clean-nonzero", "exit-nonzero"),
+    cond("exit-status", "cut-no-exit", "uncuttable-sleep"),
+    cond("exit-status", "cut-zero", "exit-zero"),
+    cond("handshake", "refused", "skip-backlog"),
+    cond("handshake", "refused", "no-handshake-wait"),
+    cond("handshake", "not-fin", "reset-last"),
+    # Taken in at the drain, then reset: its request meets the RST.
+    cond("handshake", "unanswered", "reset-backlog"),
+    cond("handshake", "no-exit", "hang-at-exit"),
+    # The first check starts, the second cannot.
+    cond("run", "not-started", "start-once", only=["conn-close", "pipelined"]),
+    # The check's first connect is refused, where it expects none.
+    cond("run", "client-error", "early-ready", only=["partial-request"], options=READY_LINE),
 ]
 
 
-def test_every_check_has_a_flaw_that_fails_it():
-    covered = {check for _, checks in FLAW_FAILS for check in checks}
-    assert covered == set(ALL_CHECKS)
+def fail_conditions_in_source():
+    """{(where, reason)} of every failed() call in gracecheck.py, where is
+    the check its function implements (or the function's own name)."""
+    spec = importlib.util.spec_from_file_location("gracecheck_module", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {f.__name__: n for n, f in module.CHECKS}
+    found, calls = set(), 0
+    for fn in ast.walk(ast.parse(open(TOOL).read())):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "failed":
+                calls += 1
+                code = node.args[0] if node.args else None
+                assert isinstance(code, ast.Constant) and isinstance(code.value, str), \
+                    f"a failed() call in {fn.name} (line {node.lineno}) names no literal reason"
+                assert (names.get(fn.name, fn.name), code.value) not in found, \
+                    f"{fn.name}: reason {code.value} names two failed() calls"
+                found.add((names.get(fn.name, fn.name), code.value))
+    # ... and no FAIL is made without failed(): its own is the one Outcome("FAIL").
+    fails = [n for n in ast.walk(ast.parse(open(TOOL).read()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Outcome"
+             and n.args and getattr(n.args[0], "value", None) == "FAIL"]
+    assert calls and len(fails) == 1
+    return found
+
+
+def test_every_fail_condition_has_a_flaw():
+    """The per-condition coverage: every failed() in gracecheck.py, by its
+    reason, is in FAIL_CONDITIONS, and nothing else is."""
+    listed = {(c.where, c.reason) for c in FAIL_CONDITIONS}
+    assert listed == fail_conditions_in_source()
+
+
+def test_every_check_and_every_flaw_is_used():
+    assert {c.where for c in FAIL_CONDITIONS} == set(ALL_CHECKS) | {"run"}
+    spec = importlib.util.spec_from_file_location("flawed_server", FIXTURE)
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    assert {f for c in FAIL_CONDITIONS for f in c.flaws} == set(fx.FLAWS)
 
 
 @pytest.mark.slow(3)
 @fixture_test
-@pytest.mark.parametrize("flaw,checks", FLAW_FAILS, ids=[f for f, _ in FLAW_FAILS])
-def test_flaw_fails_its_checks(tmp_path, flaw, checks):
+@pytest.mark.parametrize("c", FAIL_CONDITIONS,
+                         ids=[f"{c.where}:{c.reason}:{'+'.join(c.flaws)}"
+                              + (f":grace{c.grace:g}" if c.grace != 1 else "")
+                              for c in FAIL_CONDITIONS])
+def test_flaw_fails_its_check_through_its_condition(tmp_path, c):
     """Also: whatever the flaw, hanging servers included, the tool leaves
     no process behind."""
     pidfile = tmp_path / "pids"
     proc, results = gracecheck(
-        tmp_path, [*SLOW, "--grace", "1", "--repeat", "2", "--only", ",".join(checks)],
-        fixture(flaw, pidfile=pidfile))
-    assert sorted(results) == sorted(checks), proc.stdout + proc.stderr
-    for check in checks:
-        assert results[check]["result"] == "FAIL", proc.stdout
-        assert results[check]["figure"], proc.stdout
+        tmp_path, [*SLOW, "--grace", str(c.grace), "--repeat", "2", "--only", ",".join(c.only),
+                   *c.options],
+        fixture(*c.flaws, grace=c.grace, pidfile=pidfile), bounds=c.bounds)
+    shows = results.get(c.only[-1], {})
+    assert shows.get("result") == "FAIL", proc.stdout + proc.stderr
+    assert shows["reason"] == c.reason, proc.stdout
+    assert shows["figure"], proc.stdout
     assert proc.returncode == 1
     pids = pids_in(pidfile)
-    assert pids and not any(alive(p) for p in pids)
+    assert pids and wait_until(lambda: not any(alive(p) for p in pids), 5.0)
 
 
 @fixture_test
@@ -269,8 +386,8 @@ def test_json_has_the_documented_shape(tmp_path):
     assert doc["command"] == fixture()
     assert [c["name"] for c in doc["checks"]] == ["idle-exit", "sigpipe"]
     for c in doc["checks"]:
-        assert set(c) == {"name", "result", "figure", "detail"}
-        assert c["result"] == "PASS"
+        assert set(c) == {"name", "result", "reason", "figure", "detail"}
+        assert c["result"] == "PASS" and c["reason"] == ""
     assert proc.returncode == 0
 
 
