@@ -251,6 +251,13 @@ class Fixture:
                     conn = self.listener.accept()[0]
                     conn.setblocking(True)
                     if "reset-backlog" in self.flaws:
+                        # Once its request is in (a second at most), so the
+                        # client meets the RST with its request sent.
+                        conn.settimeout(1.0)
+                        try:
+                            conn.recv(1, socket.MSG_PEEK)
+                        except OSError:
+                            pass
                         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
                         conn.close()
                         continue
