@@ -53,7 +53,7 @@ PYTHON = os.environ.get("PYTHON", sys.executable)
 GRACE = 2   # every stage that has a deadline gets this one
 
 # gracecheck's rows, in its order; the lesson's own rows follow.
-CHECKS = ["idle-exit", "signal-race", "refuse-new", "in-flight", "conn-close",
+CHECKS = ["idle-exit", "blocked-signals", "signal-race", "refuse-new", "in-flight", "conn-close",
           "idle-keepalive", "partial-request", "pipelined", "backlog", "deadline",
           "second-signal", "under-load", "no-pileup", "sigpipe", "exit-status", "handshake"]
 LESSON_ROWS = ["*lost-wakeup", "*signal-to-main", "*listener-close", "*idle-close",
