@@ -60,8 +60,6 @@
 /* A new connection is not idle, even at shutdown, until this long after
  * accept (see read_head). */
 #define FIRST_REQUEST_GRACE_MS 250
-/* An idle keep-alive connection is closed after this long. */
-#define KEEPALIVE_TIMEOUT_MS 30000
 /* A response the client does not read may stall this long. */
 #define SEND_TIMEOUT_MS 10000
 /* Closing in stages: how long and how much unread input we discard. */
@@ -546,7 +544,7 @@ static enum head_result read_head(struct conn *c, bool first,
         }
         wait_first = false;
         parse = false;
-        long long wait_until = idle && !first ? now_ms() + KEEPALIVE_TIMEOUT_MS : deadline;
+        long long wait_until = idle && !first ? now_ms() + c->env->keepalive_timeout_ms : deadline;
         /*
          * A connection accepted a moment ago has almost surely sent its
          * request, which is still on the wire: closing it as idle would

@@ -43,6 +43,9 @@ struct conn_env {
      * no longer than this between two reads; either answers 408.
      */
     int header_timeout_ms;
+    /* An idle keep-alive connection is closed (FIN first) after this many
+     * ms without a byte of a next request. */
+    int keepalive_timeout_ms;
 };
 
 /*

@@ -764,6 +764,7 @@ static int server_init(struct server *srv, const struct options *o, int data_dir
         .draining = &srv->draining,
         .max_body = o->max_body,
         .header_timeout_ms = o->header_timeout_ms,
+        .keepalive_timeout_ms = o->keepalive_timeout_ms,
     };
     return 0;
 

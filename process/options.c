@@ -17,7 +17,8 @@ void usage(FILE *out)
     fprintf(out,
             "usage: server [--host ADDR] [--port N] [--grace SECONDS]\n"
             "              [--max-conns N] [--data-dir DIR] [--max-body BYTES]\n"
-            "              [--header-timeout SECONDS] [--restart-timeout SECONDS]\n"
+            "              [--header-timeout SECONDS] [--keepalive-timeout SECONDS]\n"
+            "              [--restart-timeout SECONDS]\n"
             "\n"
             "  --host ADDR       numeric address to listen on (default 127.0.0.1)\n"
             "  --port N          TCP port, 0 for any free one (default 7878)\n"
@@ -29,6 +30,9 @@ void usage(FILE *out)
             "  --header-timeout SECONDS\n"
             "                    a request head must arrive, and a body may stall,\n"
             "                    within this; else 408 (default 10)\n"
+            "  --keepalive-timeout SECONDS\n"
+            "                    an idle keep-alive connection is closed after\n"
+            "                    this (default 30)\n"
             "  --restart-timeout SECONDS\n"
             "                    on SIGHUP, how long the new server may take to say\n"
             "                    it is ready; then it is stopped and this one serves\n"
@@ -76,6 +80,7 @@ int parse_options(int argc, char **argv, struct options *o)
         { "max-body", required_argument, NULL, 'b' },
         { "header-timeout", required_argument, NULL, 't' },
         { "restart-timeout", required_argument, NULL, 'r' },
+        { "keepalive-timeout", required_argument, NULL, 'k' },
         { "help", no_argument, NULL, 'H' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -94,6 +99,7 @@ int parse_options(int argc, char **argv, struct options *o)
         .max_body = 100LL * 1024 * 1024,
         .header_timeout_ms = 10000,
         .restart_timeout_ms = 30000,
+        .keepalive_timeout_ms = 30000,
     };
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -120,6 +126,14 @@ int parse_options(int argc, char **argv, struct options *o)
                 return -1;
             }
             o->header_timeout_ms = (int)v;     /* at most 86400000 */
+            break;
+        case 'k':
+            if (parse_seconds_as_ms(optarg, 0.001, &v) != 0) {
+                log_line("server: --keepalive-timeout: want seconds from 0.001 to 86400: %s",
+                         optarg);
+                return -1;
+            }
+            o->keepalive_timeout_ms = (int)v;  /* at most 86400000 */
             break;
         case 'r':
             if (parse_seconds_as_ms(optarg, 0.001, &o->restart_timeout_ms) != 0) {

@@ -14,6 +14,7 @@ struct options {
     const char *port;           /* decimal, validated */
     long long grace_ms;         /* graceful drain before connections are cut */
     int header_timeout_ms;      /* see struct conn_env */
+    int keepalive_timeout_ms;   /* see struct conn_env */
     long long restart_timeout_ms; /* a successor's time to say it is ready */
     size_t max_conns;           /* connection threads alive at once */
     const char *data_dir;

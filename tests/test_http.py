@@ -212,6 +212,22 @@ def test_http10_keep_alive(server):
             assert "keep-alive" in r.connection_tokens()
 
 
+@pytest.mark.parametrize("method, target, status", [("PUT", "/nope", 404), ("PUT", "/", 405)])
+def test_error_before_an_unread_body_closes_so_the_body_is_never_a_request(server, method,
+                                                                          target, status):
+    """A 404 or 405 answered before the request's body was read: the body is
+    left unread, so the connection must close (Connection: close, then EOF).
+    Kept open, a body that looks like a request would be served as one
+    (request smuggling)."""
+    smuggled = build_request("GET", "/sleep?ms=7")
+    with server.connect() as c:
+        c.send(build_request(method, target, body=smuggled))
+        r = c.read_response()
+        assert r.status == status
+        assert "close" in r.connection_tokens()
+        assert c.expect_eof(2.0) == "eof"     # fails on the smuggled 200
+
+
 def test_http10_keep_alive_and_close_together_closes(server):
     """HTTP/1.0 with Connection: keep-alive, close -> close wins (RFC 9112
     9.3): the response says close and the server closes after it."""

@@ -68,6 +68,19 @@ def test_trickled_head_gets_408_within_header_timeout(start_server):
 
 
 @pytest.mark.slow(2.5)
+def test_idle_keepalive_connection_closed_after_keepalive_timeout(start_server):
+    """--keepalive-timeout 1: a keep-alive connection that stays silent after
+    its answer is closed with a clean EOF about a second later, not before,
+    so a client cannot hold a thread (and a --max-conns slot) for ever."""
+    srv = start_server("--keepalive-timeout", "1")
+    with warm_conn(srv, timeout=10) as c:
+        t0 = time.monotonic()
+        assert c.expect_eof(bound(10.0)) == "eof"
+        elapsed = time.monotonic() - t0
+    assert 0.8 <= elapsed <= bound(3.0), elapsed
+    assert srv.request("GET", "/").status == 200
+
+
 def test_trickled_next_request_on_keepalive_gets_408(start_server):
     """--header-timeout 1 on keep-alive: idle time does not count, but a next head trickled from its first byte gets 408 within ~1 s."""
     srv = start_server("--header-timeout", "1")

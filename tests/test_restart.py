@@ -330,6 +330,32 @@ def test_successor_never_ready_is_stopped_at_the_restart_timeout(family, tmp_pat
     assert get(fam.port)[0] == 200
 
 
+def test_stop_while_a_successor_starts_stops_the_successor(family, tmp_path):
+    """SIGTERM while the new server of a SIGHUP is still starting (a slow
+    deploy): the old server kills it, says so, drains and exits 0, and
+    nothing serves after the operator said stop."""
+    fam = family()
+    binary = tmp_path / "server"
+    good = tmp_path / "server.good"
+    shutil.copy2(binary, good)
+    deploy(binary, b"#!/bin/sh\nsleep 2\nexec %s \"$@\"\n" % str(good).encode())
+
+    start = len(fam.lines)
+    old = fam.pid
+    os.kill(old, signal.SIGHUP)
+    _, m = fam.wait_line(r"SIGHUP: started .* as pid (\d+); waiting until it is ready", start)
+    new = int(m.group(1))
+    fam.pids.append(new)            # killed at the end if it outlives the test
+    os.kill(old, signal.SIGTERM)
+    fam.wait_line(rf"restart failed: new server \(pid {new}\) was stopped: shutdown requested, "
+                  r"killed by signal 9; still serving", start)
+    assert fam.wait_exit(old) == 0
+    with pytest.raises(ProcessLookupError):     # killed, and reaped by its parent
+        os.kill(new, 0)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((HOST, fam.port), timeout=bound(3)).close()
+
+
 def test_in_flight_sleep_and_upload_on_old_server_complete(family, tmp_path):
     """A /sleep and a half-sent upload in flight on the old server complete
     whole after the new server has taken over; the old one exits 0."""
