@@ -350,10 +350,14 @@ static char *empty_lines(size_t count, const char *then, size_t *len)
 
     if (s == NULL)
         exit(2);
-    for (size_t i = 0; i < count; i++)
-        memcpy(s + 2 * i, "\r\n", 2);
-    strcpy(s + 2 * count, then);
-    *len = 2 * count + strlen(then);
+    size_t n = strlen(then);
+
+    for (size_t i = 0; i < count; i++) {
+        s[2 * i] = '\r';
+        s[2 * i + 1] = '\n';
+    }
+    memcpy(s + 2 * count, then, n + 1);     /* with its NUL */
+    *len = 2 * count + n;
     return s;
 }
 
@@ -952,7 +956,7 @@ static void test_cond_cases(const struct cond_case *cases, size_t count, const s
     http_format_etag(st, etag, sizeof etag);
     for (size_t i = 0; i < count; i++) {
         const struct cond_case *c = &cases[i];
-        long long first, len;
+        long long first = -7, len = -7;     /* kept when the head does not parse */
         enum http_file_answer a = answer_for(c->fields, c->head, &cond, st, etag, &first, &len);
         snprintf(detail, sizeof detail, "got %d [%lld, +%lld), want %d [%lld, +%lld)", (int)a,
                  first, len, (int)c->answer, c->first, c->len);
