@@ -64,9 +64,10 @@ TARGETS = {
                        if p.name != "test.c"),
         (), ["make", "-s", "http/test", "CFLAGS=-O0 -g0"], ["./http/test"], 10),
     # The shutdown path of the process: its phases and the signal plumbing
-    # they rest on (and main, which also reads the command line), judged by
-    # the tests of the shutdown sequence, its races and the command line
-    # (on pytest-xdist workers, stopping at the first failure).
+    # they rest on (and main, which also reads the command line, and serve,
+    # which also runs a hot restart), judged by the tests of the shutdown
+    # sequence, its races, the command line and hot restart (on
+    # pytest-xdist workers, stopping at the first failure).
     "shutdown": Target(
         "shutdown", ["server.c", "process/signals.c"],
         ("main", "cutting_signal", "is_cutting_signal", "reap_finished", "live_count",
@@ -76,7 +77,8 @@ TARGETS = {
          "signals_shutdown_count"),
         ["make", "-s", "server", "server-race", "CFLAGS=-O1 -g0"],
         [PYTHON, "-m", "pytest", "-q", "-x", "-n", "4", "-p", "no:cacheprovider",
-         "tests/test_shutdown.py", "tests/test_race.py", "tests/test_cli.py"], 300),
+         "tests/test_shutdown.py", "tests/test_race.py", "tests/test_cli.py",
+         "tests/test_restart.py"], 300),
 }
 
 # Mutants judged equivalent after reading: (file, line text stripped,
