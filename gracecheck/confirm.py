@@ -14,7 +14,8 @@ the signal.  Scenarios:
   idle-keepalive  20 connections served once + 20 silent; signal; EOF or RST, exit time
   pipelined       3 requests in one write (slow first); signal; each response's
                   status line and Content-Length (curl of each URL before, first)
-  backlog         SIGSTOP the group, 4 connect+send, signal, SIGCONT; per client
+  backlog         SIGSTOP the group, 4 connect+send a keep-alive GET (as gracecheck;
+                  CONFIRM_CLOSE=1: with Connection: close), signal, SIGCONT; per client
   deadline        a 6 s request through curl; signal; curl's result and the exit
   second-signal   a 6 s request; signal; the same signal 0.3 s later; the exit
   in-flight       20 curls of 1 s in parallel; signal; each curl's status and
@@ -199,7 +200,7 @@ def scenario(run, name):
         clients = []
         for _ in range(4):
             s = connect(run.port)
-            s.sendall(req("/", close=True))
+            s.sendall(req("/", close=os.environ.get("CONFIRM_CLOSE") == "1"))
             clients.append(s)
         run.signal()
         os.killpg(run.proc.pid, signal.SIGCONT)
