@@ -12,11 +12,16 @@ the signal.  Scenarios:
   idle-exit       signal an idle server; time to its exit, status
   conn-close      curl -v a keep-alive slow request across the signal: headers
   idle-keepalive  20 connections served once + 20 silent; signal; EOF or RST, exit time
-  pipelined       3 requests in one write (slow first); signal; responses counted
-  backlog         SIGSTOP the group, 4 connect+send, signal, SIGCONT; per client
+  pipelined       3 requests in one write (slow first); signal; each response's
+                  status line and Content-Length (curl of each URL before, first)
+  backlog         SIGSTOP the group, 4 connect+send a keep-alive GET (as gracecheck;
+                  CONFIRM_CLOSE=1: with Connection: close), signal, SIGCONT; per client
   deadline        a 6 s request through curl; signal; curl's result and the exit
   second-signal   a 6 s request; signal; the same signal 0.3 s later; the exit
-  in-flight       20 curls of 1 s in parallel; signal; each curl's status
+  in-flight       20 curls of 1 s in parallel; signal; each curl's status and
+                  body size (one curl of the same URL before the signal first)
+  blocked-signals the command started with SIGINT, SIGTERM and its stop signal
+                  blocked (sigprocmask, inherited by exec); signal once idle
   refuse-new      a 3 s request in flight; signal; connect + GET / every 20 ms for 1.5 s
   handshake       (not here: it needs a socket filter; see the README)
 """
@@ -41,7 +46,7 @@ def opt(options, name, default=None):
 
 
 class Run:
-    def __init__(self, row):
+    def __init__(self, row, blocked=()):
         self.row = row
         self.dir = tempfile.mkdtemp(prefix="confirm-")
         with socket.socket() as s:
@@ -57,8 +62,10 @@ class Run:
         subst = row["prepare"](scratch) if row["prepare"] else {}
         argv = [fill(subst.get(a, a)) for a in row["command"]]
         self.sig = SIGS[opt(o, "--signal", "INT")]
+        mask = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=mask if blocked else None)
         ready = opt(o, "--ready-http", "/")
         for _ in range(1500):
             if self.curl_status(ready) == "200":
@@ -174,19 +181,26 @@ def scenario(run, name):
             print(f"{len(times)} {kind} connections: {how}, last at {max(times, key=lambda x: float(x.split()[0]))}")
         print(exit_)
     elif name == "pipelined":
+        for path in (slow.replace("{ms}", "1000"), "/"):
+            print(f"before the signal, {path}:", subprocess.run(
+                ["curl", "-s", "-m", "8", "-o", "/dev/null", "-w", "http %{http_code}, %{size_download} bytes",
+                 run.url(path)], capture_output=True, text=True).stdout)
         s = connect(run.port)
         s.sendall(req(slow.replace("{ms}", "1000")) + req("/") + req("/"))
         time.sleep(0.3)
         run.signal()
         data, how = read_all(s, 8)
         print(f"{data.count(b'HTTP/1.1 ')} of 3 responses, then {how}")
+        for line in data.split(b"\r\n"):
+            if line.startswith(b"HTTP/") or line.lower().startswith(b"content-length"):
+                print("  ", line.decode("latin-1"))
         print(run.wait_exit(10))
     elif name == "backlog":
         os.killpg(run.proc.pid, signal.SIGSTOP)
         clients = []
         for _ in range(4):
             s = connect(run.port)
-            s.sendall(req("/", close=True))
+            s.sendall(req("/", close=os.environ.get("CONFIRM_CLOSE") == "1"))
             clients.append(s)
         run.signal()
         os.killpg(run.proc.pid, signal.SIGCONT)
@@ -208,7 +222,10 @@ def scenario(run, name):
         print(f"curl: http_code {out or '000'}, exit {curl.returncode} (18 partial, 52 empty reply, 56 reset)")
         print(exit_)
     elif name == "in-flight":
-        curls = [subprocess.Popen(["curl", "-s", "-m", "8", "-o", "/dev/null", "-w", "%{http_code}",
+        print("before the signal:", subprocess.run(
+            ["curl", "-s", "-m", "8", "-o", "/dev/null", "-w", "http %{http_code}, %{size_download} bytes",
+             run.url(slow.replace("{ms}", "1000"))], capture_output=True, text=True).stdout)
+        curls = [subprocess.Popen(["curl", "-s", "-m", "8", "-o", "/dev/null", "-w", "%{http_code}, %{size_download} bytes",
                                    run.url(slow.replace("{ms}", "1000"))],
                                   stdout=subprocess.PIPE, text=True) for _ in range(20)]
         time.sleep(0.3)
@@ -219,6 +236,9 @@ def scenario(run, name):
             key = f"http {out}, curl exit {c.returncode}"
             results[key] = results.get(key, 0) + 1
         print(", ".join(f"{n} x {k}" for k, n in results.items()))
+        print(run.wait_exit(10))
+    elif name == "blocked-signals":
+        run.signal()
         print(run.wait_exit(10))
     elif name == "refuse-new":
         curl = subprocess.Popen(["curl", "-s", "-m", "12", "-o", "/dev/null",
@@ -253,7 +273,9 @@ def scenario(run, name):
 def main():
     name, what = sys.argv[1], sys.argv[2]
     row = next(r for r in survey.servers() if r["name"] == name)
-    run = Run(row)
+    blocked = {signal.SIGINT, signal.SIGTERM, SIGS[opt(row["options"], "--signal", "INT")]} \
+        if what == "blocked-signals" else ()
+    run = Run(row, blocked)
     try:
         scenario(run, what)
     finally:

@@ -252,12 +252,14 @@ def check_in_flight(cfg):
     20 slow requests (1 s) are in flight when the signal comes; each client
     closes its connection once it has its response, as curl would (a client
     that keeps it open is idle-keepalive's business).
-    Pass: all 20 get a whole 200 response, and the process exits within 1 s
-    of the last one.
+    Pass: all 20 get a whole 200 response that is what the same request got
+    before the signal (same status, same body length: a 200 with an empty
+    body is not an answer), and the process exits within 1 s of the last one.
     """
     if not cfg.slow:
         return not_applicable("needs --slow")
     with Server(cfg) as server:
+        before = baseline(server, cfg.slow_path(1000))
         clients = start_slow(server, 1000, count=20)
         time.sleep(SETTLE)
         server.signal()
@@ -271,6 +273,12 @@ def check_in_flight(cfg):
             return failed("not-whole", f"{whole} of 20 whole",
                           summarize(r.kind if r.kind != "ok" else f"status {r.status}"
                                     for r in replies)
+                          + f"; process {describe_status(server.status)}")
+        unlike = [r for r in replies if not before.matches(r)]
+        if unlike:
+            return failed("not-as-before", f"{20 - len(unlike)} of 20 as before the signal",
+                          f"before: {before}; after: "
+                          + summarize(before.describe(r) for r in unlike)
                           + f"; process {describe_status(server.status)}")
         if server.exit_at is None:
             return failed("no-exit", f"20 of 20 whole; no exit within {HANG_BOUND:g} s after the last",
@@ -329,11 +337,22 @@ def check_idle_keepalive(cfg):
         for i in range(200):
             c = open_client(server.port)
             if c is None:
-                return failed("refused-before", f"connection {i + 1} refused before the signal")
-            if i % 2 == 0:
+                unready = f"connection {i + 1} of 200 refused"
+            elif i % 2 == 0:
                 reply = c.get(cfg.path)
-                if reply.kind != "ok":
-                    return failed("unanswered-before", f"{cfg.path} got {reply.kind} before the signal")
+                unready = f"{cfg.path} on connection {i + 1} of 200 got {reply.kind}" \
+                    if reply.kind != "ok" else ""
+            else:
+                unready = ""
+            if unready:
+                # Not a drain failure: the open connections the check needs
+                # could not be had at all (a server that serves one
+                # connection at a time blocks on the first silent one).
+                for k in clients + ([c] if c else []):
+                    k.close()
+                return failed("before-signal", unready + " before the signal",
+                              f"{len(clients)} connections open and served; no signal was sent: "
+                              "the drain was not measured")
             clients.append(c)
         time.sleep(SETTLE)
         server.signal()
@@ -352,6 +371,39 @@ def check_idle_keepalive(cfg):
         if eofs < 200:
             return failed("not-eof", figure, summarize(ends))
         return passed(figure, describe_status(server.status))
+
+
+class Baseline(namedtuple("Baseline", "status length")):
+    """What a request got before the signal: its status and body length."""
+
+    def matches(self, reply):
+        return reply.kind == "ok" and reply.status == self.status and len(reply.body) == self.length
+
+    def kind(self, reply):
+        """reply.kind, or "not as before" for a whole response unlike this."""
+        return "not as before" if reply.kind == "ok" and not self.matches(reply) else reply.kind
+
+    def describe(self, reply):
+        if reply.kind != "ok":
+            return reply.kind
+        return f"{reply.status} with {len(reply.body)} bytes"
+
+    def __str__(self):
+        return f"{self.status} with {self.length} bytes"
+
+
+def baseline(server, path):
+    """The Baseline of path, asked before the signal on a connection of its
+    own (Connection: close).  A server that cannot answer it is a client
+    error: there is nothing to compare with."""
+    c = Client(server.port)
+    try:
+        reply = c.get(path, close=True)
+    finally:
+        c.close()
+    if reply.kind != "ok":
+        raise OSError(f"the baseline request {path} got {reply.kind} before the signal")
+    return Baseline(reply.status, len(reply.body))
 
 
 def read_ends(clients, timeout):
@@ -423,11 +475,14 @@ def check_pipelined(cfg):
     dropping them silently loses requests the client will not retry if
     they are not idempotent.  A slow request and two cheap ones are sent in
     one write; the signal comes while the slow one runs.
-    Pass: all three are answered.
+    Pass: all three are answered, each as the same request was before the
+    signal (same status, same body length).
     """
     if not cfg.slow:
         return not_applicable("needs --slow")
     with Server(cfg) as server:
+        before = [baseline(server, cfg.slow_path(600)), baseline(server, cfg.path)]
+        before.append(before[1])
         client = Client(server.port)
         client.send(client.request(cfg.slow_path(600)) + client.request(cfg.path)
                     + client.request(cfg.path))
@@ -446,6 +501,11 @@ def check_pipelined(cfg):
         if answered < 3:
             return failed("dropped", figure,
                           f"then {replies[-1].kind}; process {describe_status(server.status)}")
+        unlike = [f"request {i + 1}: {b.describe(r)}, before {b}"
+                  for i, (b, r) in enumerate(zip(before, replies)) if not b.matches(r)]
+        if unlike:
+            return failed("not-as-before", f"3 of 3 answered, {3 - len(unlike)} as before the signal",
+                          "; ".join(unlike))
         return passed(figure, f"last says Connection: {replies[-1].headers.get('connection', '(none)')}")
 
 
@@ -628,12 +688,14 @@ def check_under_load(cfg):
     cleanly (RFC 9112 section 9.3.1 "Retrying Requests": the client may then
     retry), never reset or truncated (RFC 9112 section 9.6).
     32 keep-alive clients plus 2 threads opening new connections; the signal
-    after 0.5 s.  Pass: 0 truncated, 0 reset after a request was sent.
+    after 0.5 s.  Pass: 0 truncated, 0 reset after a request was sent, and
+    every response the same as before the signal (status, body length).
     """
     with Server(cfg) as server:
         lock = threading.Lock()
+        before = baseline(server, cfg.path)
         counts = {"completed": 0, "refused": 0, "closed": 0, "truncated": 0,
-                  "reset": 0, "reset before sending": 0, "timeout": 0}
+                  "reset": 0, "reset before sending": 0, "timeout": 0, "not as before": 0}
         stop_at = [time.monotonic() + 0.5 + HANG_BOUND]
         bad = []     # where each reset, truncation or timeout happened
 
@@ -641,7 +703,7 @@ def check_under_load(cfg):
             kind = {"ok": "completed", "eof": "closed"}.get(kind, kind)
             with lock:
                 counts[kind] += 1
-                if kind in ("reset", "truncated", "timeout") and len(bad) < 5:
+                if kind in ("reset", "truncated", "timeout", "not as before") and len(bad) < 5:
                     after = time.monotonic() - server.signal_at if server.signal_at else None
                     bad.append(f"{kind} on {where}"
                                + (f", {ms(after)} after the signal" if after is not None
@@ -657,7 +719,7 @@ def check_under_load(cfg):
                 while time.monotonic() < stop_at[0]:
                     n += 1
                     reply = c.get(cfg.path)
-                    count(reply.kind, f"keep-alive request {n}")
+                    count(before.kind(reply), f"keep-alive request {n}")
                     if reply.kind != "ok" or "close" in reply.headers.get("connection", "").lower():
                         return
 
@@ -673,7 +735,7 @@ def check_under_load(cfg):
                     time.sleep(0.005)
                     continue
                 with c.sock:
-                    count(c.get(cfg.path).kind, "a new connection")
+                    count(before.kind(c.get(cfg.path)), "a new connection")
 
         def guarded(body):
             def run():
@@ -705,10 +767,15 @@ def check_under_load(cfg):
             figure += f" ({counts['reset before sending']} more before sending)"
         if counts["timeout"]:
             figure += f", {counts['timeout']} timed out"
+        if counts["not as before"]:
+            figure += f", {counts['not as before']} answered unlike before the signal ({before})"
         if took is None:
             return failed("no-exit", figure, f"no exit within {HANG_BOUND:g} s; killed")
         if counts["truncated"] or counts["reset"] or counts["timeout"]:
             return failed("lost", figure, f"exit {ms(took)} after the signal; " + "; ".join(bad))
+        if counts["not as before"]:
+            return failed("not-as-before", figure,
+                          f"exit {ms(took)} after the signal; " + "; ".join(bad))
         return passed(figure, f"exit {ms(took)} after the signal, {describe_status(server.status)}")
 
 

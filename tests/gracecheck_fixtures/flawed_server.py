@@ -59,6 +59,8 @@ FLAWS = {
     "idle-holds": "idle keep-alive connections are not closed at drain: they hold the exit",
     "drop-partial": "a connection with half a request head counts as idle and is closed",
     "drop-pipelined": "at drain, requests already buffered behind the current one are dropped",
+    "empty-answers-at-drain": "responses written after the signal say 200 but have an empty body "
+                              "(Content-Length: 0), as Caddy's to pipelined requests did",
     "skip-backlog": "the listener is closed without taking in connections already in its backlog",
     "reset-backlog": "the connections taken in from the backlog at the drain are closed with a RST",
     "no-handshake-wait": "the listener is closed without waiting for the handshakes under way",
@@ -371,20 +373,21 @@ class Fixture:
         say_close = last and not (self.draining and "no-close-header" in self.flaws
                                   and not client_close)
         status = 200 if path == "/" or path.startswith("/sleep") else 404
+        body = b"" if self.draining and "empty-answers-at-drain" in self.flaws else BODY
         head_out = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\n"
-                    f"Content-Type: text/plain\r\nContent-Length: {len(BODY)}\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
                     + ("Connection: close\r\n" if say_close else "") + "\r\n").encode()
         if "sigpipe" in self.flaws:
-            for part in (head_out, BODY):
+            for part in (head_out, body):
                 try:
                     conn.send(part)
                 except OSError:
                     pass
         elif "epipe-deadlock" in self.flaws:
             self.write_lock.acquire()
-            self.send_all(conn, head_out + BODY)   # an error leaves the lock held
+            self.send_all(conn, head_out + body)   # an error leaves the lock held
             self.write_lock.release()
-        elif not self.send_all(conn, head_out + BODY):
+        elif not self.send_all(conn, head_out + body):
             return self.cut_conn(conn)
         if last:
             self.close(conn, reset="reset-last" in self.flaws)
