@@ -184,7 +184,10 @@ FAIL_CONDITIONS = [
     cond("second-signal", "at-deadline", "ignore-second", grace=0.5),
     cond("under-load", "no-exit", "hang-at-exit"),
     cond("under-load", "lost", "close-unread"),
-    cond("under-load", "not-as-before", "empty-answers-at-drain"),
+    # Each answer takes 100 ms, so some are being written when the drain
+    # begins: alone, the flaw can meet all 32 clients between requests,
+    # closed idle, and nothing answered after the signal (CI saw it once).
+    cond("under-load", "not-as-before", "empty-answers-at-drain slow-answer"),
     cond("no-pileup", "stopped-answering", "fd-exhaustion"),
     cond("no-pileup", "too-slow", "slow-answer", bounds={"PILEUP_BOUND": 5.0}),
     cond("no-pileup", "not-back", "leak-fd"),
