@@ -24,8 +24,9 @@ SRCS = server.c handler.c uploads.c log.c process/listener.c process/options.c \
 HDRS = handler.h uploads.h log.h process/listener.h process/options.h process/restart.h \
        process/resources.h process/signals.h process/stacks.h $(HTTP_HDRS)
 
-# The test-only build that widens two microsecond race windows (see
-# race_window in server.c); tests/test_race.py runs it as $$SERVER_RACE_BIN.
+# The test-only build that widens the microsecond race windows of the
+# shutdown path (see RACE_WINDOW in process/signals.h); tests/test_race.py
+# runs it as $$SERVER_RACE_BIN.
 RACE_CFLAGS = -DGRACEFUL_RACE_WINDOW_MS=1000
 # Sanitizer runs are slower: every timing bound in the tests is multiplied
 # by this (tests/conftest.py, bound()).

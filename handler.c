@@ -294,7 +294,7 @@ static void send_error_and_close(struct conn *c, int status, bool head_only)
 /* ------------------------------------------------------------------ */
 
 /*
- * Tests only, like RACE_WINDOW in server.c: in the server-race build, run
+ * Tests only, like RACE_WINDOW in process/signals.h: in the server-race build, run
  * with GRACEFUL_RACE_IDLE_CLOSE set, the thread that closes an idle
  * connection holds still for GRACEFUL_RACE_WINDOW_MS after it has looked
  * for input and before it closes, so a test can send a request exactly
@@ -1047,8 +1047,8 @@ static enum next put_file(struct exchange *x, const char *name)
         step = "fsync";
     }
     /* rename() goes by name: make sure the name is still ours, so that
-     * whatever a server that ignores the locks has done (an older version
-     * of this one deleted names that clashed) never publishes its file. */
+     * whatever another process did to it (one that ignores the locks may
+     * delete a name that clashes with its own) never publishes its file. */
     if (body == BODY_OK && (fstatat(dir, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
                             !upload_same_file(&held, &st))) {
         body = BODY_WRITE_ERROR;

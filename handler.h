@@ -63,7 +63,4 @@ void conn_serve(int fd, const struct conn_env *env);
  */
 void conn_reject_busy(int fd);
 
-/* uploads_remove_stale(data_dir_fd), which server.c calls at start-up. */
-#include "uploads.h"
-
 #endif /* GRACEFUL_HANDLER_H */

@@ -59,6 +59,7 @@
 #include "process/resources.h"
 #include "process/signals.h"
 #include "process/stacks.h"
+#include "uploads.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,7 +98,7 @@ static size_t live_count(struct server *srv);
 static void stop_accepting(struct server *srv, bool take_in);
 static void begin_drain(struct server *srv);
 static enum wait_end wait_for_connections(struct server *srv, long long deadline_ms);
-static size_t cut_remaining(struct server *srv, const char *second_signal);
+static size_t cut_remaining(struct server *srv, enum wait_end why, const char *signal_name);
 static int join_remaining(struct server *srv);
 static void server_destroy(struct server *srv);
 
@@ -126,29 +127,33 @@ int main(int argc, char **argv)
     /* Drain. */
     begin_drain(srv);
 
-    /* Wait, until the grace deadline or the signal that cuts. */
+    /* Wait, until the grace deadline or the signal that cuts, which may
+     * have come already while stop accepting waited for handshakes. */
     long long deadline_ms = now_ms() + opt.grace_ms;
-    enum wait_end waited;
-    while ((waited = wait_for_connections(srv, deadline_ms)) == WAIT_SIGNAL &&
-           !is_cutting_signal(cut_at))
-        ;
+    enum wait_end waited = WAIT_SIGNAL;
+    if (signals_shutdown_count() < cut_at)
+        while ((waited = wait_for_connections(srv, deadline_ms)) == WAIT_SIGNAL &&
+               !is_cutting_signal(cut_at))
+            ;
     if (waited == WAIT_FAILED)
-        log_line("server: ppoll: %s", strerror(errno));
+        log_line("server: waiting for connections: %s", strerror(errno));
 
     /* Force. */
     size_t cut = 0;
     if (waited != WAIT_DONE)
-        cut = cut_remaining(srv, waited == WAIT_SIGNAL ? signals_last_name() : NULL);
+        cut = cut_remaining(srv, waited, signals_last_name());
     if (join_remaining(srv) != 0) {
-        if (errno != EINTR) {
-            log_line("server: ppoll: %s", strerror(errno));
-        } else {
-            /* One more signal while cutting: the operator's last word, for
-             * a thread no pipe can wake (see join_remaining). */
+        /* Threads still run, and use what server_destroy frees: exit
+         * without it.  EINTR is one more signal while cutting, the
+         * operator's last word for a thread no pipe can wake (see
+         * join_remaining). */
+        if (errno == EINTR)
             log_line("%s while cutting; exiting with %zu thread(s) stuck",
                      signals_last_name(), live_count(srv));
-            _exit(1);
-        }
+        else
+            log_line("server: waiting for the cut threads: %s; exiting with %zu thread(s) "
+                     "running", strerror(errno), live_count(srv));
+        _exit(1);
     }
 
     /* Exit: 0 if every connection finished on its own, 1 if any was cut. */
@@ -664,20 +669,22 @@ static enum wait_end wait_for_connections(struct server *srv, long long deadline
 
 /*
  * Force: wake every remaining wait in every handler; the threads cut their
- * connections and return.  second_signal names the signal that cut the
- * drain short, NULL for the deadline.  Returns how many were cut.
+ * connections and return.  why is how the wait ended: the second signal
+ * (signal_name), the deadline, or a wait that failed.  Returns how many
+ * were cut.
  */
-static size_t cut_remaining(struct server *srv, const char *second_signal)
+static size_t cut_remaining(struct server *srv, enum wait_end why, const char *signal_name)
 {
     size_t cut;
 
-    if (second_signal != NULL) {
+    if (why == WAIT_SIGNAL) {
         RACE_WINDOW("cut");
         cut = live_count(srv);
-        log_line("second %s; cutting %zu connection(s)", second_signal, cut);
+        log_line("second %s; cutting %zu connection(s)", signal_name, cut);
     } else {
         cut = live_count(srv);
-        log_line("grace period over; cutting %zu connection(s)", cut);
+        log_line("%s; cutting %zu connection(s)",
+                 why == WAIT_DEADLINE ? "grace period over" : "cannot wait on", cut);
     }
     (void)close(srv->force_w);
     srv->force_w = -1;
@@ -886,8 +893,11 @@ static struct server *start_up(const struct options *o, char **argv)
         log_line("server: cannot %s data dir %s: %s", failed, o->data_dir, strerror(errno));
         goto out_free;
     }
+    /* Not fatal: a leftover only takes space, and is removed next time. */
     int stale = uploads_remove_stale(data_dir_fd);
-    if (stale > 0)
+    if (stale < 0)
+        log_line("server: cannot look for unfinished uploads: %s", strerror(errno));
+    else if (stale > 0)
         log_line("removed %d unfinished upload(s) left by a killed server", stale);
 
     srv->listen_fd = open_listener(o, &srv->inherited);

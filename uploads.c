@@ -131,14 +131,18 @@ int uploads_remove_stale(int data_dir_fd)
      * duplicate so the caller's stays open. */
     int fd = fcntl(data_dir_fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
-        return 0;
+        return -1;
     DIR *dir = fdopendir(fd);
     if (dir == NULL) {
+        int saved = errno;
         (void)close(fd);
-        return 0;
+        errno = saved;
+        return -1;
     }
     struct dirent *e;
-    while ((e = readdir(dir)) != NULL)
+    /* readdir returns NULL at the end and on an error: only an error sets
+     * errno. */
+    while ((errno = 0, e = readdir(dir)) != NULL)
         /* Regular files only, since opening a device has side effects
          * (DT_UNKNOWN, where the file system does not say, is checked
          * after opening). */
@@ -146,6 +150,8 @@ int uploads_remove_stale(int data_dir_fd)
             strncmp(e->d_name, prefix, sizeof prefix - 1) == 0 &&
             remove_if_abandoned(data_dir_fd, e->d_name))
             removed++;
+    int saved = errno;
     (void)closedir(dir);    /* read-only: nothing to lose */
-    return removed;
+    errno = saved;
+    return saved != 0 ? -1 : removed;
 }

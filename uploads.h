@@ -31,7 +31,8 @@ bool upload_same_file(const struct stat *a, const struct stat *b);
  * Remove temporary upload files left in the data directory by servers that
  * no longer run (killed with SIGKILL, or a crash: every orderly path
  * removes its own).  A file is a leftover when nobody holds its lock.
- * Returns how many it removed.
+ * Returns how many it removed, or -1 with errno when the directory cannot
+ * be read (the ones found before the error are removed all the same).
  */
 int uploads_remove_stale(int data_dir_fd);
 

@@ -46,7 +46,8 @@ void signals_let_pending_in(const sigset_t *wait_mask);
  * loses a signal, lesson step 2), between the last accept of "stop
  * accepting" and its close of the listener, in the drain and in the join
  * after a cut between counting the live threads and reaping, and after a
- * second signal before counting what is left to cut.
+ * second signal before counting what is left to cut.  (A sixth, in a
+ * connection's idle close, is handler.c's RACE_WINDOW_IDLE_CLOSE.)
  * A test can then put its signal, its connect, or the end of its last
  * connection exactly inside the window.  In every other build this is
  * nothing.

@@ -16,8 +16,8 @@ import socket
 
 import pytest
 
-from conftest import (HOST, SERVER_RACE_BIN, SHUTDOWN_RE, bound, read_to_eof, wait_until,
-                      warm_conn)
+from conftest import (HOST, SECOND_SIGNAL_RE, SERVER_RACE_BIN, SHUTDOWN_RE, bound, read_to_eof,
+                      wait_until, warm_conn)
 from halfopen import connect_half_open, let_in
 
 OPEN = "race window open: accept"
@@ -201,3 +201,22 @@ def test_handshake_under_way_when_the_drain_begins_is_let_in_and_served(start_se
         reply = read_to_eof(s)
     assert reply.startswith(b"HTTP/1.1 200 "), reply     # then a clean EOF, no reset
     assert srv.wait_exit(bound(5)) == 0
+
+
+def test_second_signal_while_waiting_for_handshakes_cuts_at_once(start_server):
+    """The second signal may come while stop accepting still waits for a
+    handshake under way (up to 1.5 s): it ends that wait, and it still cuts,
+    though the drain's own wait never sees it arrive.  Exit 1 at once, the
+    slow request cut; not a drain to the end of the grace period."""
+    srv = start_server("--grace", "30")
+    c = warm_conn(srv)
+    c.send_request("GET", "/sleep?ms=20000")
+    with connect_half_open(HOST, srv.port, bound(5)):
+        srv.signal(signal.SIGINT)
+        srv.wait_line(r"server: waiting for 1 handshake\(s\) under way", bound(5))
+        srv.signal(signal.SIGINT)
+        assert srv.wait_exit(bound(5)) == 1
+    m = srv.wait_line(SECOND_SIGNAL_RE, 0)
+    assert m.group(1) == "SIGINT" and m.group(2) == "1", srv.lines
+    assert srv.lines[-1] == "exit 1: cut 1 connection(s)", srv.lines
+    assert c.expect_eof(bound(2)) in ("eof", "reset")
