@@ -14,8 +14,8 @@ ALL_CFLAGS = $(WARNINGS) $(CFLAGS) -pthread
 
 # The socket-free protocol code (http/): the request parser, the chunk
 # decoder, dates, conditional and range requests, response heads, routes,
-# the text builder.  The fuzzers and the unit test link these alone, so a
-# socket call slipping in here fails to link there.
+# the text builder.  The fuzzers and the unit test link these alone, and
+# `make unit` checks what they call (http-pure, below).
 HTTP_SRCS = http/chunked.c http/conditional.c http/date.c http/parse.c \
             http/response.c http/route.c http/text.c
 HTTP_HDRS = $(HTTP_SRCS:.c=.h)
@@ -38,7 +38,7 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DCONN_STACK_SIZE='((size_t)1024*102
 SANITIZER_LOGS = .sanitizer-logs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
+.PHONY: all test unit http-pure test-deps asan tsan memcheck lint fuzz fuzz-chunked bench bench-quick mutants \
         mutants-sweep clean gracecheck gracecheck-peers gracecheck-survey lesson lesson-stages
 
 all: server
@@ -77,8 +77,27 @@ test: unit server server-race test-deps
 http/test: http/test.c $(HTTP_SRCS) $(HTTP_HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ http/test.c $(HTTP_SRCS) $(LDFLAGS)
 
-unit: http/test
+unit: http/test http-pure
 	./http/test
+
+# What http/ may call besides itself: memory, strings and the calendar.
+# Linking alone cannot keep sockets out (every program links the C library,
+# which has them all), so each object's undefined symbols are listed
+# (nm -u) and anything else fails: a send(), a poll(), a lock, a log line.
+# Names starting with __ are the compiler's own (__stack_chk_fail).
+HTTP_MAY_CALL = memchr memcmp memcpy memmove memset strchr strcmp strlen \
+                strncasecmp strncmp gmtime_r time timegm
+http-pure: $(HTTP_SRCS) $(HTTP_HDRS)
+	@objs=$$(mktemp -d) && trap 'rm -rf "$$objs"' EXIT && \
+	for f in $(HTTP_SRCS); do \
+	    $(CC) $(ALL_CFLAGS) -c -o "$$objs/$$(basename $$f .c).o" $$f || exit 1; \
+	done && \
+	bad=$$(nm -u "$$objs"/*.o | awk 'NF == 2 { print $$2 }' | sort -u | \
+	       grep -v -e '^http_' -e '^__' $(foreach f,$(HTTP_MAY_CALL),-e '^$(f)$$') || true) && \
+	if [ -n "$$bad" ]; then \
+	    echo "http/ must not call: $$(echo $$bad) (only itself and: $(HTTP_MAY_CALL))" >&2; \
+	    exit 1; \
+	fi && echo "http/ calls only itself and: $(HTTP_MAY_CALL)"
 
 server-race: $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(RACE_CFLAGS) -o $@ $(SRCS) $(LDFLAGS) -pthread

@@ -1,8 +1,9 @@
 /*
  * http/parse.h - the request-head parser: bytes in, a parsed request head
  * or an error out.  No sockets, no allocation, no clock: it can be fuzzed
- * (fuzz/fuzz_parser.c) and unit-tested (http/test.c) on its own, and the
- * fuzzers link only http/, so the linker keeps it that way.
+ * (fuzz/fuzz_parser.c) and unit-tested (http/test.c) on its own, and
+ * `make unit` fails if any of http/ calls more than memory, string and
+ * calendar functions (the Makefile's http-pure).
  */
 #ifndef GRACEFUL_HTTP_PARSE_H
 #define GRACEFUL_HTTP_PARSE_H
