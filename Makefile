@@ -211,8 +211,9 @@ gracecheck-peers:
 # SURVEY_OUT (survey.md, survey.json, one JSON per server).  SURVEY=names
 # runs only those; CI adds SURVEY_FLAGS=--verify (every check gave a verdict).
 SURVEY_OUT ?= gracecheck/survey
+SURVEY_JOBS ?= 1
 gracecheck-survey: server lesson-stages
-	$(PYTHON) gracecheck/survey.py --out $(SURVEY_OUT) $(SURVEY_FLAGS) $(SURVEY)
+	$(PYTHON) gracecheck/survey.py --out $(SURVEY_OUT) --jobs $(SURVEY_JOBS) $(SURVEY_FLAGS) $(SURVEY)
 
 # The lesson: lesson/steps/0*.patch applied in turn to lesson/naive.c give
 # minimal.c, and lesson/steps/A*.patch applied to minimal.c give

@@ -17,6 +17,7 @@ every check a verdict (PASS, FAIL or n/a); that is what CI asserts.
 Python 3 standard library only.
 """
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -189,22 +191,31 @@ def checks():
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
-def run_one(row, outdir, scratch, bound):
+def run_one(row, outdir, scratch, bound, say):
     subst = row["prepare"](scratch) if row["prepare"] else {}
     command = [subst.get(a, a) for a in row["command"]]
     json_path = os.path.join(outdir, row["name"] + ".json")
     if os.path.exists(json_path):
         os.remove(json_path)
     argv = [PY, TOOL, "--json", json_path] + row["options"] + ["--"] + command
-    print(f"\n== {row['name']}: {row['label']}", flush=True)
+    say(f"\n== {row['name']}: {row['label']}")
     started = time.monotonic()
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL) as tool:
-        try:
-            rc = tool.wait(timeout=bound)
-        except subprocess.TimeoutExpired:
-            tool.terminate()        # gracecheck kills its servers on SIGTERM
-            rc = tool.wait(timeout=60)
-            print(f"== {row['name']}: stopped at the {bound:g} s bound", flush=True)
+    # gracecheck's report goes through say(), so that servers run at once
+    # (--jobs) print theirs whole, one after the other.
+    with tempfile.TemporaryFile(mode="w+") as out:
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT) as tool:
+            stopped = False
+            try:
+                rc = tool.wait(timeout=bound)
+            except subprocess.TimeoutExpired:
+                tool.terminate()        # gracecheck kills its servers on SIGTERM
+                rc = tool.wait(timeout=60)
+                stopped = True
+        out.seek(0)
+        say(out.read().rstrip("\n"))
+    if stopped:
+        say(f"== {row['name']}: stopped at the {bound:g} s bound")
     took = time.monotonic() - started
     results = []
     if os.path.exists(json_path):
@@ -258,6 +269,9 @@ def main():
     p.add_argument("--verify", action="store_true",
                    help="exit 1 unless every server that ran gave every check a verdict")
     p.add_argument("--list", action="store_true", help="list the servers and exit")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="servers run at once (default 1: the published table's figures "
+                        "are timings, best taken with nothing beside them)")
     args = p.parse_args()
     table = servers()
     if args.list:
@@ -273,33 +287,46 @@ def main():
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     done, bad = [], []
     started = time.monotonic()
-    for r in table:
-        if args.names and r["name"] not in args.names:
-            continue
+    lock = threading.Lock()
+
+    def survey_one(r):
+        """Run one server; its report is printed whole when it ends."""
+        said = []
         row = {"name": r["name"], "label": r["label"], "signal": None}
         why = r["need"]()
         if why:
             row["skipped"] = why + (f" (apt-get install {r['package']})" if r["package"] else "")
-            print(f"\n== {r['name']}: skipped, {row['skipped']}", flush=True)
+            said.append(f"\n== {r['name']}: skipped, {row['skipped']}")
+        else:
+            row["version"] = r["version"]()
+            if r["package"]:
+                row["package"] = (f"{r['package']} "
+                                  f"{dpkg_version(r['package']) or '(not from a Debian package)'}")
+            row["options"], row["command"] = r["options"], r["command"]
+            with tempfile.TemporaryDirectory(prefix="survey-") as scratch:
+                try:
+                    rc, took, results = run_one(r, args.out, scratch, args.bound, said.append)
+                except (subprocess.SubprocessError, OSError) as e:
+                    rc, took, results = 2, 0.0, []
+                    said.append(f"== {r['name']}: could not prepare: {e}")
+            row.update(status=rc, seconds=round(took, 1), results=results)
+        with lock:
+            print("\n".join(said), flush=True)
+            if not row.get("skipped"):
+                verdicts = {c["name"]: c["result"] for c in row["results"]}
+                missing = [n for n in names if verdicts.get(n) not in ("PASS", "FAIL", "n/a")]
+                if missing:
+                    bad.append(f"{r['name']}: no verdict for {', '.join(missing)} "
+                               f"(gracecheck status {row['status']})")
             done.append(row)
-            continue
-        row["version"] = r["version"]()
-        if r["package"]:
-            row["package"] = f"{r['package']} {dpkg_version(r['package']) or '(not from a Debian package)'}"
-        row["options"], row["command"] = r["options"], r["command"]
-        with tempfile.TemporaryDirectory(prefix="survey-") as scratch:
-            try:
-                rc, took, results = run_one(r, args.out, scratch, args.bound)
-            except (subprocess.SubprocessError, OSError) as e:
-                rc, took, results = 2, 0.0, []
-                print(f"== {r['name']}: could not prepare: {e}", flush=True)
-        row.update(status=rc, seconds=round(took, 1), results=results)
-        verdicts = {c["name"]: c["result"] for c in results}
-        missing = [n for n in names if verdicts.get(n) not in ("PASS", "FAIL", "n/a")]
-        if missing:
-            bad.append(f"{r['name']}: no verdict for {', '.join(missing)} (gracecheck status {rc})")
-        done.append(row)
-        write_table(args.out, done, names, when)
+            done.sort(key=lambda row: order.index(row["name"]))
+            write_table(args.out, done, names, when)
+
+    chosen = [r for r in table if not args.names or r["name"] in args.names]
+    order = [r["name"] for r in chosen]     # the table's order, whatever ends first
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for future in [pool.submit(survey_one, r) for r in chosen]:
+            future.result()
     write_table(args.out, done, names, when)
     print(f"\nsurvey: {sum(1 for r in done if not r.get('skipped'))} servers ran, "
           f"{sum(1 for r in done if r.get('skipped'))} skipped, "

@@ -8,7 +8,7 @@ tests named on the patch's `# kills:` lines.  Every one of them must fail.
 First, the same tests run once on the unmodified tree, where every one must
 pass: a test that always fails would "kill" anything.
 
-    tests/mutants/run.py                 all mutants, two at a time
+    tests/mutants/run.py                 all mutants, four at a time
     tests/mutants/run.py -j1 04 step2    only the patches whose name contains 04 or step2
     tests/mutants/run.py --keep          keep the temporary trees
 
@@ -33,6 +33,7 @@ REPO = HERE.parent.parent
 PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
 # -O1 builds faster than the default -O2 and keeps the same code paths.
 BUILD = ["make", "-s", "server", "server-race", "CFLAGS=-O1 -g0"]
+BASELINE_WORKERS = 8
 TEST_TIMEOUT = 300      # seconds for one mutant's tests; they have their own
                         # timeouts, this only stops a runaway
 
@@ -89,10 +90,12 @@ def clean_env():
     return env
 
 
-def run_tests(tree, tests):
-    """Run pytest on the given test ids in tree.  Returns (outcomes, output,
-    seconds, timed_out) with outcomes: test id -> PASSED/FAILED/ERROR/..."""
-    cmd = [PYTHON, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *tests]
+def run_tests(tree, tests, workers=0):
+    """Run pytest on the given test ids in tree, on that many xdist workers
+    (0: in pytest's own process).  Returns (outcomes, output, seconds,
+    timed_out) with outcomes: test id -> PASSED/FAILED/ERROR/..."""
+    cmd = [PYTHON, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+           *(["-n", str(workers)] if workers else []), *tests]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=tree, env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -185,7 +188,8 @@ def baseline(mutants, files, workdir):
     ok, out = build(tree)
     if not ok:
         return False, f"the unmodified tree does not build:\n{out}"
-    outcomes, output, seconds, _ = run_tests(tree, tests)
+    # Mostly waiting, like the suite: as many at once as `make test` runs.
+    outcomes, output, seconds, _ = run_tests(tree, tests, workers=BASELINE_WORKERS)
     bad = []
     for test in tests:
         got = outcome_of(test, outcomes)
@@ -216,7 +220,8 @@ def print_table(mutants):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("only", nargs="*", help="run only patches whose name contains one of these")
-    ap.add_argument("-j", "--jobs", type=int, default=2, help="mutants at once (default 2)")
+    ap.add_argument("-j", "--jobs", type=int, default=4,
+                    help="mutants at once (default 4: their tests mostly wait)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary trees")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip running the tests on the unmodified tree first")
