@@ -69,6 +69,7 @@ class Run:
         self.row = row
         self.proc = None
         self.t0 = None
+        self.exit_seen = threading.Event()
         self.dir = tempfile.mkdtemp(prefix="confirm-")
         try:
             self._start(row, blocked, settle)
@@ -127,27 +128,24 @@ class Run:
 
     def _note_exit(self):
         """The time of the leader's exit, seen when it happens (waitid with
-        WNOWAIT: it is left for wait() to reap)."""
+        WNOWAIT leaves the child for wait() to reap, which waits for this)."""
         try:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
             self.exited_at = time.monotonic()
         except OSError:
             pass
+        finally:
+            self.exit_seen.set()
 
     def since(self):
         return f"{(time.monotonic() - self.t0) * 1000:.0f} ms"
 
     def wait_exit(self, bound):
-        try:
-            rc = self.proc.wait(bound)
-            for _ in range(100):
-                if getattr(self, "exited_at", None):
-                    break
-                time.sleep(0.001)
-            at = getattr(self, "exited_at", None) or time.monotonic()
-            return f"exit {(at - self.t0) * 1000:.0f} ms after the signal, status {rc}"
-        except subprocess.TimeoutExpired:
+        if not self.exit_seen.wait(bound):
             return f"no exit within {bound:g} s"
+        rc = self.proc.wait()
+        at = getattr(self, "exited_at", None) or time.monotonic()
+        return f"exit {(at - self.t0) * 1000:.0f} ms after the signal, status {rc}"
 
     def end(self):
         if self.proc is not None:
