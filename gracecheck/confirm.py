@@ -157,6 +157,28 @@ class Run:
         subprocess.run(["rm", "-rf", self.dir])
 
 
+def group_stopped(pgid, bound):
+    """Wait until every process of the group is stopped (state T in
+    /proc/PID/stat), at most bound seconds."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        states = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:       # state, ppid, pgrp
+                states.append(fields[0])
+        if states and all(st in "Tt" for st in states):
+            return True
+        time.sleep(0.002)
+    return False
+
+
 def connect(port):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     return s
@@ -627,6 +649,8 @@ def scenario(run, name):
         print(run.wait_exit(10))
     elif name == "backlog":
         os.killpg(run.proc.pid, signal.SIGSTOP)
+        if not group_stopped(run.proc.pid, 2.0):
+            print("the group did not stop within 2 s")
         clients = []
         for _ in range(4):
             s = connect(run.port)
