@@ -1,29 +1,48 @@
 #!/usr/bin/env python3
-"""A second opinion on the survey's FAILs, from raw sockets and curl.
+"""A second opinion on the survey's FAILs, from raw sockets, curl, ss and tcpdump.
 
-    confirm.py NAME SCENARIO      (NAME as in `survey.py --list`)
+    confirm.py NAME SCENARIO [RUNS]     (NAME as in `survey.py --list`)
 
 It shares nothing with gracecheck's clients or checks: it starts the
 survey's command for NAME itself (its own template filling, readiness by
 curl, signal to the leader or to the --pid-file PID), plays one scenario
 with plain sockets or curl, and prints what the client saw with times from
-the signal.  Scenarios:
+the signal.  With RUNS (1 to 50) it plays the scenario that many times, one
+server at a time, and ends with a tally of each run's result.  Every run
+kills its server's process group, on error too.  Scenarios:
 
   idle-exit       signal an idle server; time to its exit, status
   conn-close      curl -v a keep-alive slow request across the signal: headers
   idle-keepalive  20 connections served once + 20 silent; signal; EOF or RST, exit time
+  keepalive-before  no signal: 100 keep-alive connections, one GET / each (Connection
+                  header, closed or not); then gracecheck's idle-keepalive order
+                  (served, silent, ...) until a GET waits 5 s
   pipelined       3 requests in one write (slow first); signal; each response's
                   status line and Content-Length (curl of each URL before, first)
-  backlog         SIGSTOP the group, 4 connect+send a keep-alive GET (as gracecheck;
-                  CONFIRM_CLOSE=1: with Connection: close), signal, SIGCONT; per client
+  partial-request the request line; signal; the rest of the head 100 ms later;
+                  what came back
+  backlog         SIGSTOP the group (and wait until it is stopped), 4 connect+send a
+                  keep-alive GET (as gracecheck; CONFIRM_CLOSE=1: with Connection:
+                  close), signal, SIGCONT; per client
   deadline        a 6 s request through curl; signal; curl's result and the exit
   second-signal   a 6 s request; signal; the same signal 0.3 s later; the exit
   in-flight       20 curls of 1 s in parallel; signal; each curl's status and
                   body size (one curl of the same URL before the signal first)
   blocked-signals the command started with SIGINT, SIGTERM and its stop signal
                   blocked (sigprocmask, inherited by exec); signal once idle
-  refuse-new      a 3 s request in flight; signal; connect + GET / every 20 ms for 1.5 s
-  handshake       (not here: it needs a socket filter; see the README)
+  signal-race     the signal as soon as the readiness URL answers 200; exit within 5 s
+                  or not (then the processes left, and the exit within 40 s more)
+  refuse-new      a 3 s request in flight; signal; connect + GET / every 20 ms
+                  (CONFIRM_GAP_MS) for 1.5 s; connects slower than 0.5 s listed
+  under-load      32 keep-alive clients looping GET / + 2 threads opening new
+                  connections, signal at 0.5 s; per request: answered, EOF before a
+                  response, RST after the request, truncated, timeout (lost: RST after
+                  the request, truncated, timeout, as gracecheck counts), with times
+  handshake       a client socket with a drop-everything classic BPF filter (one
+                  instruction, ret #0) connects, so the server's SYN-ACK never reaches
+                  it; `ss -tn state syn-recv` shows it held; signal; filter off; the
+                  connect's result and a Connection: close GET; tcpdump on lo (the
+                  server's port) when installed
 """
 import ctypes
 import errno
