@@ -218,11 +218,13 @@ def check_refuse_new(cfg):
                 # Long enough for one SYN retry, not for a second (at 3 s).
                 with socket.create_connection(("127.0.0.1", server.port), timeout=2.0):
                     accepted += 1
-            except ConnectionRefusedError:
-                break
-            except OSError:
-                return failed("connect-hung", f"a connect {ms(started - server.signal_at)} "
-                              "after the signal hung for 2 s", f"{accepted} accepted before it")
+            except OSError as e:
+                if connect_error_kind(e) == "refused":
+                    break
+                if connect_error_kind(e) == "hung":
+                    return failed("connect-hung", f"a connect {ms(started - server.signal_at)} "
+                                  "after the signal hung for 2 s", f"{accepted} accepted before it")
+                raise       # the client's own trouble: run() reports it
             time.sleep(0.005)
         took = started - server.signal_at
         waited = time.monotonic() - started
@@ -1633,6 +1635,20 @@ class Client:
 
     def close(self):
         self.sock.close()
+
+
+def connect_error_kind(error):
+    """What a failed connect() means for the client: "refused" (ECONNREFUSED,
+    or ECONNRESET: the server's RST came after its SYN-ACK but before
+    connect() returned, a handshake the closing listener took with it;
+    either way nothing was sent and the client may retry), "hung" (no answer
+    within the connect's timeout), or "other" (the client's own trouble,
+    EADDRNOTAVAIL, say)."""
+    if isinstance(error, (ConnectionRefusedError, ConnectionResetError)):
+        return "refused"
+    if isinstance(error, socket.timeout):
+        return "hung"
+    return "other"
 
 
 def open_client(port, timeout=IO_BOUND):

@@ -482,3 +482,34 @@ def test_render_writes_the_configuration_into_dir_with_port_and_dir_filled_in(tm
     assert proc.returncode == 2 and "{port}" in proc.stderr
     proc, _ = gracecheck(tmp_path, ONE_IDLE_EXIT + ["--render", str(tmp_path / "nosuch")], command)
     assert proc.returncode == 2 and "--render: no file" in proc.stderr
+
+
+def test_a_connect_reset_before_it_returns_counts_as_refused_not_hung():
+    """refuse-new's verdict on a failed connect (connect_error_kind).  A
+    closing listener can reset a handshake its kernel had already answered:
+    connect() then fails with ECONNRESET after a fraction of a millisecond
+    (seen against Go's Shutdown, 1 run in 20).  Nothing was sent, so it is a
+    refusal; gracecheck once called it "hung for 2 s".  A real refusal and a
+    real hang (a listener whose SYNs are dropped) are classified from real
+    connects; the reset, which no test can time, from its exception."""
+    sys.path.insert(0, os.path.join(REPO, "gracecheck"))
+    from gracecheck import attach_drop_syn, connect_error_kind
+    import socket
+
+    with socket.socket() as closed:        # a port with no listener: refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(OSError) as refused:
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
+    assert connect_error_kind(refused.value) == "refused"
+
+    with socket.socket() as listener:      # SYNs dropped: the connect hangs
+        listener.bind(("127.0.0.1", 0))
+        attach_drop_syn(listener)
+        listener.listen(8)
+        with pytest.raises(OSError) as hung:
+            socket.create_connection(listener.getsockname(), timeout=0.3).close()
+    assert connect_error_kind(hung.value) == "hung"
+
+    assert connect_error_kind(ConnectionResetError(104, "Connection reset by peer")) == "refused"
+    assert connect_error_kind(OSError(99, "Cannot assign requested address")) == "other"
