@@ -221,9 +221,9 @@ gracecheck-survey: server lesson-stages
 # held open, lesson/window.c), gracecheck and the lesson's own rows run on
 # every stage and on ./server, the matrix is compared with
 # lesson/expected.txt, and every demo in the README's lesson is run and
-# its output checked.  LESSON_JOBS columns run at once.
+# its output checked.  LESSON_JOBS cells run at once (they mostly wait).
 LESSON_BUILD = lesson/build
-LESSON_JOBS ?= 3
+LESSON_JOBS ?= 10
 LESSON_SRCS = lesson/naive.c lesson/minimal.c lesson/hardened.c lesson/http.c \
               lesson/handshakes.c lesson/window.c
 

@@ -312,12 +312,22 @@ def lesson_rows(command, window_command, race_command, rows_wanted):
 
 # ---------------------------------------------------------------- the matrix
 
-def run_column(column, tmp, only):
+def run_cells(column, tmp, only):
+    """The cells `only` of one column: gracecheck's rows, then the lesson's."""
     name, command, window_command, race_command = column
-    out = os.path.join(tmp, f"{name}.json")
-    cells = gracecheck(command, out, [r for r in only if r in CHECKS])
+    checks = [r for r in only if r in CHECKS]
+    out = os.path.join(tmp, f"{name}-{'-'.join(checks)}.json")
+    cells = gracecheck(command, out, checks)
     cells.update(lesson_rows(command, window_command, race_command, only))
     return name, cells
+
+
+def parts(rows):
+    """A column's rows cut into what runs at once: each row alone (every
+    check and every probe starts servers of its own).  A column's rows take
+    a minute or two one after another, mostly waiting for a server to drain
+    or to hang; cut up, the matrix takes about as long as its slowest row."""
+    return [[r] for r in rows]
 
 
 def read_expected(path):
@@ -351,7 +361,7 @@ def main():
     p.add_argument("--server-race", help="./server-race, the test suite's race build: "
                    "the last column's *idle-close row runs on it (not run without it)")
     p.add_argument("--expected", default=os.path.join(HERE, "expected.txt"))
-    p.add_argument("--jobs", type=int, default=3, help="columns run at once")
+    p.add_argument("--jobs", type=int, default=10, help="cells run at once")
     p.add_argument("--write", metavar="FILE", help="also write the matrix and every figure here")
     p.add_argument("--probe", nargs=2, metavar=("ROW", "STAGE"),
                    help="run one of the lesson's rows (without its *) on one stage "
@@ -412,13 +422,14 @@ def main():
         return [r for r in rows if expected.get((r, names[i])) != "FAIL"
                 or expected.get((r, names[i + 1])) != "FAIL"]
 
-    results = {}
+    results = {name: {} for name in names}
     with tempfile.TemporaryDirectory(prefix="lesson-matrix-") as tmp:
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            jobs = [pool.submit(run_column, c, tmp, needed(i)) for i, c in enumerate(columns)]
-            for job in jobs:
-                name, cells = job.result()
-                results[name] = cells
+            jobs = {name: [pool.submit(run_cells, c, tmp, part) for part in parts(needed(i))]
+                    for i, (c, name) in enumerate(zip(columns, names))}
+            for name, column_jobs in jobs.items():
+                for job in column_jobs:
+                    results[name].update(job.result()[1])
                 print(f"matrix: {name} done", file=sys.stderr, flush=True)
 
     print_matrix(columns, results, expected)
