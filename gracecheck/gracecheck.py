@@ -199,8 +199,9 @@ def check_refuse_new(cfg):
     stops new handshakes just before it closes its listener may drop a SYN
     that arrives in between; the client's retry a second later (RFC 6298
     2.1) is then refused while the server drains, and that counts as refused
-    when it was sent.  Pass: a connect started within 1 s of the signal is
-    refused, and no connect is left hanging.
+    when it was sent; so does a reset before connect() returns (see
+    connect_error_kind).  Pass: a connect started within 1 s of the signal
+    is refused, and no connect is left hanging.
     """
     if not cfg.slow:
         return not_applicable("needs --slow")
@@ -1795,6 +1796,21 @@ def selected(args):
     return [(n, f) for n, f in CHECKS if (only is None or n in only) and n not in skip]
 
 
+def unignore_stop_signals():
+    """A signal the tool was started with ignored (a non-interactive shell
+    ignores SIGINT and SIGQUIT in a command it runs with &; nohup ignores
+    SIGHUP) stays ignored in every server it starts: exec keeps SIG_IGN,
+    execve(2).  A shell or a Python server keeps a signal ignored on entry
+    ignored, and would then "hang" through no fault of its own.  exec resets
+    a caught signal to SIG_DFL, so each stop signal found ignored here is
+    caught, by a handler that ignores it: the tool behaves as it was started
+    to, the servers get the default a launcher such as systemd gives them."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: None)
+
+
 def on_tool_signal(signum, frame):
     raise KeyboardInterrupt
 
@@ -1839,6 +1855,7 @@ def main(argv=None):
         return 0
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_tool_signal)
+    unignore_stop_signals()
     try:
         results = run(args, cfg)
     except NotReady as e:

@@ -455,6 +455,22 @@ def test_pid_file_sends_the_signal_to_the_server_not_its_launcher(tmp_path):
     assert "killed by SIGINT" in results["idle-exit"]["figure"]
 
 
+@fixture_test
+def test_a_signal_ignored_when_the_tool_starts_is_not_ignored_by_its_servers(tmp_path):
+    """gracecheck run with SIGINT ignored, as a shell's `gracecheck ... &`
+    does.  Ignored stays ignored across exec, and sh keeps it so: the
+    launcher would sit out the signal and the tool report a hang that is
+    its own.  The tool gives its servers the default back: the launcher
+    dies of SIGINT."""
+    tool = [PY, TOOL, "--json", str(tmp_path / "gracecheck.json"), *ONE_IDLE_EXIT, "--",
+            *LAUNCHER]
+    proc = subprocess.run(["sh", "-c", 'trap "" INT; exec "$@"', "sh", *tool],
+                          capture_output=True, text=True, timeout=120)
+    results = {c["name"]: c for c in
+               json.loads((tmp_path / "gracecheck.json").read_text())["checks"]}
+    assert "killed by SIGINT" in results["idle-exit"]["figure"], proc.stdout + proc.stderr
+
+
 def test_pid_file_naming_a_process_outside_the_group_is_never_signalled(tmp_path):
     """A stale PID file could name anyone: PID 1 here.  The tool refuses to
     call the server ready (exit 2) rather than signal it."""
