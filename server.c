@@ -44,6 +44,10 @@
  * alone decides what the signal means.  Helpers return -1 with errno set
  * (pthread_* functions, the error number) and their callers decide what to
  * log.  Every clock is CLOCK_MONOTONIC in integer milliseconds (now_ms).
+ * The (void)close() of a pipe end or the data directory is deliberate: on
+ * Linux the descriptor is released whatever close returns (close(2): do
+ * not retry, even on EINTR, or another thread's new descriptor may go),
+ * and neither has written data that an error could report lost.
  *
  * SIGHUP is a hot restart: a new process takes over the listening socket,
  * and once it is ready this one goes on from "stop accepting" (see
