@@ -405,11 +405,15 @@ def test_one_byte_of_the_next_request_makes_a_connection_busy(server):
     """Idle means not one byte of a next request: a keep-alive connection
     holding the first byte of its next request at SIGINT is served, whole,
     with Connection: close (RFC 9112 9.3.1 lets a client retry only what
-    the server closed on without reading)."""
+    the server closed on without reading).  The drain has begun once an idle
+    connection beside it reads its EOF (the "shutdown requested" line comes
+    just before, while stopping accepting: a request completed then is
+    answered as before the signal, without Connection: close)."""
     c = warm_conn(server)
+    idle = warm_conn(server)
     c.send(b"G")
     server.signal(signal.SIGINT)
-    server.wait_line(SHUTDOWN_RE)
+    assert idle.expect_eof(bound(2)) == "eof"
     c.send(b"ET / HTTP/1.1\r\nHost: x\r\n\r\n")
     r = c.read_response()
     assert r.status == 200
